@@ -1,0 +1,419 @@
+"""Run configuration: typed schemas from dataclasses, a YAML file plus ``key=value`` overrides.
+
+A run config has fixed sections (``train``, ``optim``, ``scheduler``, ``sample``, ``eval``, ``logger``,
+``trainer``) and plugin sections (``objective``, ``network``, ``data`` and the list ``metrics``). A plugin section
+holds ``name`` (the entry-point name) and the options of that plugin, validated against the plugin's options
+dataclass. Validation imports only those options modules: a typo fails in a fraction of a second, before torch or
+Lightning is imported.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+from dataclasses import MISSING, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from anyorder.errors import ConfigError
+from anyorder.registry import REGISTRY
+
+
+def opt(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" reads best at the call site
+    """A documented option: ``field(default=...)`` whose help text ``anyorder config --explain`` prints."""
+    metadata_ = {"help": help, **kwargs.pop("metadata", {})}
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata=metadata_, **kwargs)
+    return field(default=default, metadata=metadata_, **kwargs)
+
+
+def plugin_field(kind: str, help: str, default: dict[str, Any] | None = None) -> Any:  # noqa: A002
+    """An option that is itself a plugin section (``{name: ..., **options}``), e.g. a second network."""
+    value = default if default is not None else {"name": MISSING}
+    return field(default_factory=lambda: dict(value), metadata={"help": help, "plugin": kind})
+
+
+@dataclass
+class PluginConfig:
+    """Base class of plugin options. Subclasses set ``implementation`` to ``'module:Class'``."""
+
+    implementation: ClassVar[Any] = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixed sections
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """How long and how to train."""
+
+    max_steps: int = opt(1000, "optimizer steps to train for")
+    global_batch_size: int = opt(64, "examples per optimizer step, over all devices and accumulation micro-steps")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this value; 0 disables clipping")
+    ema_decay: float = opt(0.0, "decay of the EMA of the weights (e.g. 0.999); 0 disables EMA")
+    val_every_n_steps: int = opt(500, "validate (and save `best`) every N optimizer steps")
+    ckpt_every_n_steps: int = opt(500, "write the `last` checkpoint every N optimizer steps")
+    log_every_n_steps: int = opt(50, "log training metrics every N optimizer steps")
+    limit_val_batches: int = opt(0, "validation batches per rank; 0 means the whole validation split")
+    val_batch_size: int = opt(0, "global validation batch size; 0 means the training global_batch_size")
+    num_workers: int = opt(0, "DataLoader worker processes per rank")
+    monitor: str = opt("val/nll", "metric that selects the `best` checkpoint (lower is better)")
+    compile: bool = opt(False, "torch.compile the networks (costs ~20 s at start; pays off on GPUs)")
+    detect_anomaly: bool = opt(False, "torch.autograd anomaly detection (slow; for debugging)")
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer: any class in ``torch.optim``."""
+
+    name: str = opt("AdamW", "a class in torch.optim, e.g. AdamW, Adam, SGD")
+    lr: float = opt(3e-4, "peak learning rate")
+    weight_decay: float = opt(0.0, "decoupled weight decay, applied to matrices only (not to norms, biases, embeddings)")
+    betas: list[float] = opt([0.9, 0.95], "Adam betas")
+    eps: float = opt(1e-8, "Adam epsilon")
+    extra: dict[str, Any] = opt({}, "further keyword arguments for the optimizer class, e.g. {momentum: 0.9}")
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule: linear warm-up, then a decay shape."""
+
+    name: str = opt("cosine", "decay after warm-up: constant | cosine | linear")
+    warmup_steps: int = opt(0, "linear warm-up steps from 0 to the peak lr")
+    min_lr_ratio: float = opt(0.1, "final lr as a fraction of the peak (cosine, linear)")
+
+
+@dataclass
+class SampleConfig:
+    """Sampling settings used at validation (sample tables) and by ``anyorder sample``."""
+
+    num_val_samples: int = opt(8, "samples drawn and logged as a table at each validation (0 disables)")
+    temperature: float = opt(1.0, "softmax temperature")
+    top_k: int = opt(0, "keep the k most likely tokens; 0 disables")
+    top_p: float = opt(1.0, "nucleus sampling mass; 1.0 disables")
+    max_len: int = opt(0, "maximum generated length; 0 means the dataset's maximum length")
+    batch_size: int = opt(64, "samples generated per batch and device")
+    use_ema: bool = opt(True, "sample with the EMA weights when the run has them")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``anyorder evaluate``."""
+
+    split: str = opt("test", "split to evaluate: train | val | test")
+    batch_size: int = opt(64, "global evaluation batch size")
+    use_ema: bool = opt(True, "evaluate the EMA weights when the run has them")
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go: wandb (default), csv, tensorboard or none."""
+
+    name: str = opt("wandb", "wandb | csv | tensorboard | none")
+    project: str = opt("anyorder", "W&B project")
+    entity: str | None = opt(None, "W&B entity (team or user); None uses your default")
+    tags: list[str] = opt([], "extra W&B tags; the objective, network and dataset names are always added")
+    mode: str = opt("auto", "W&B mode: auto (online with an API key, else offline) | online | offline | disabled")
+
+
+@dataclass
+class RunConfig:
+    """A complete run: the plugins, and how to train, sample, evaluate and log."""
+
+    PLUGIN_SECTIONS: ClassVar[dict[str, str]] = {"objective": "objective", "network": "network", "data": "dataset"}
+
+    name: str | None = opt(None, "run name; default <data>-<objective>-<time>")
+    seed: int = opt(0, "seed of every random choice in the run (data order, init, dropout, objective draws)")
+    output_dir: str = opt("runs", "parent directory of run directories")
+    objective: Any = plugin_field("objective", "the training objective (an anyorder.objectives plugin)")
+    network: Any = plugin_field("network", "the network (an anyorder.networks plugin)")
+    data: Any = plugin_field("dataset", "the dataset (an anyorder.datasets plugin)")
+    metrics: Any = opt([], "sample metrics (anyorder.metrics plugins), each {name: ..., **options}")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: dict[str, Any] = opt({}, "keyword arguments passed to lightning.Trainer (devices, strategy, precision, ...)")
+
+
+# Trainer arguments that anyorder sets itself, and the option that replaces each.
+_OWNED_TRAINER_KEYS = {
+    "max_steps": "train.max_steps",
+    "max_epochs": "train.max_steps",
+    "gradient_clip_val": "train.grad_clip",
+    "gradient_clip_algorithm": "train.grad_clip",
+    "logger": "logger.name",
+    "callbacks": "a callback plugin in your own objective",
+    "enable_checkpointing": "train.ckpt_every_n_steps",
+    "default_root_dir": "output_dir",
+    "val_check_interval": "train.val_every_n_steps",
+    "check_val_every_n_epoch": "train.val_every_n_steps",
+    "log_every_n_steps": "train.log_every_n_steps",
+    "limit_val_batches": "train.limit_val_batches",
+    "use_distributed_sampler": "nothing (anyorder shards data itself, without padding duplicates)",
+    "detect_anomaly": "train.detect_anomaly",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _did_you_mean(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _omegaconf_message(exc: OmegaConfBaseException) -> str:
+    # OmegaConf appends full_key/object_type lines; the first line is the useful part.
+    return str(exc).strip().splitlines()[0]
+
+
+def parse_overrides(overrides: list[str]) -> DictConfig:
+    """``["a.b=1", "c=[x,y]"]`` as a config; a malformed item is a ConfigError naming it."""
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.max_steps=100)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides {overrides}: {_omegaconf_message(exc)}") from exc
+
+
+def load_yaml(path: str | Path) -> DictConfig:
+    """Read a YAML config file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and OmegaConf errors alike
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from exc
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return loaded
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Load, override and validate a run config. Imports only the options modules of the named plugins."""
+    raw = load_yaml(path) if path is not None else OmegaConf.create()
+    merged = OmegaConf.merge(raw, parse_overrides(list(overrides)))
+    return validate(merged, source=str(path) if path is not None else "<overrides>")
+
+
+def validate(raw: DictConfig | dict[str, Any], source: str = "<config>") -> DictConfig:
+    """Validate a raw run config against the schema and the options of every plugin it names."""
+    try:
+        plain = OmegaConf.to_container(OmegaConf.create(raw), resolve=True) if not isinstance(raw, dict) else raw
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: cannot resolve the config: {_omegaconf_message(exc)}") from exc
+    assert isinstance(plain, dict)
+    valid_top = _field_names(RunConfig)
+    for key in plain:
+        if key not in valid_top:
+            raise ConfigError(
+                f"{source}: unknown top-level key {key!r}.{_did_you_mean(str(key), valid_top)} "
+                f"Valid keys: {', '.join(valid_top)}"
+            )
+    plain = dict(plain)
+    for key, kind in RunConfig.PLUGIN_SECTIONS.items():
+        if key not in plain:
+            raise ConfigError(
+                f"{source}: the config has no {key!r} section; add `{key}: {{name: ...}}` naming one of the "
+                f"{kind} plugins: {', '.join(REGISTRY.names(kind))}"
+            )
+        plain[key] = validate_plugin_section(kind, plain[key], key, source)
+    metrics = plain.get("metrics", [])
+    if not isinstance(metrics, list):
+        raise ConfigError(f"{source}: 'metrics' must be a list of {{name: ..., **options}} sections")
+    plain["metrics"] = [validate_plugin_section("metric", m, f"metrics[{i}]", source) for i, m in enumerate(metrics)]
+    trainer = plain.get("trainer", {}) or {}
+    if not isinstance(trainer, dict):
+        raise ConfigError(f"{source}: 'trainer' must be a mapping of lightning.Trainer arguments")
+    check_trainer_keys(trainer, source)
+
+    schema = OmegaConf.structured(RunConfig)
+    for section in ("train", "optim", "scheduler", "sample", "eval", "logger"):
+        value = plain.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {section!r} must be a mapping")
+        section_cls = type(getattr(RunConfig(objective={}, network={}, data={}), section))
+        valid = _field_names(section_cls)
+        for key in value:
+            if key not in valid:
+                raise ConfigError(
+                    f"{source}: unknown key '{section}.{key}'.{_did_you_mean(str(key), valid)} "
+                    f"Valid keys of {section!r}: {', '.join(valid)}"
+                )
+    try:
+        cfg = OmegaConf.merge(schema, plain)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{source}: invalid value for {key!r}: {_omegaconf_message(exc)}") from exc
+    assert isinstance(cfg, DictConfig)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{source}: missing mandatory values: {', '.join(missing)}")
+    _check_consistency(cfg, source)
+    return cfg
+
+
+def validate_plugin_section(kind: str, section: Any, key_path: str, source: str) -> dict[str, Any]:
+    """Check one ``{name: ..., **options}`` section against its plugin's options; return it with defaults filled."""
+    if isinstance(section, str):
+        section = {"name": section}
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+        raise ConfigError(
+            f"{source}: {key_path!r} must be a mapping with a 'name' naming a {kind} plugin "
+            f"(one of: {', '.join(REGISTRY.names(kind))})"
+        )
+    name = section["name"]
+    plugin = REGISTRY.get(kind, name)  # PluginError: unknown (with did-you-mean), conflict, or import failure
+    cls = plugin.config_class
+    valid = _field_names(cls)
+    options = {k: v for k, v in section.items() if k != "name"}
+    where = f"{kind} plugin {name!r} ({plugin.info.origin})"
+    for key in options:
+        if key not in valid:
+            raise ConfigError(
+                f"{source}: unknown key '{key_path}.{key}' for {where}.{_did_you_mean(str(key), valid)} "
+                f"Valid keys: {', '.join(valid) if valid else '(none)'}"
+            )
+    for f in dataclasses.fields(cls):
+        nested_kind = f.metadata.get("plugin")
+        if nested_kind:
+            default = f.default_factory() if f.default_factory is not MISSING else {}  # type: ignore[misc]
+            value = options.get(f.name, default)
+            if isinstance(value, dict) and isinstance(default, dict):
+                value = {**default, **value} if value.get("name", default.get("name")) == default.get("name") else value
+            options[f.name] = validate_plugin_section(nested_kind, value, f"{key_path}.{f.name}", source)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), options)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(
+            f"{source}: invalid value for '{key_path}.{key}' of {where}: {_omegaconf_message(exc)}"
+        ) from exc
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(
+            f"{source}: {where} needs a value for: {', '.join(f'{key_path}.{m}' for m in missing)}"
+        )
+    out = OmegaConf.to_container(merged, resolve=True)
+    assert isinstance(out, dict)
+    return {"name": name, **out}
+
+
+def _check_consistency(cfg: DictConfig, source: str) -> None:
+    if cfg.train.max_steps <= 0:
+        raise ConfigError(f"{source}: train.max_steps must be positive (got {cfg.train.max_steps})")
+    if cfg.train.global_batch_size <= 0:
+        raise ConfigError(f"{source}: train.global_batch_size must be positive")
+    if cfg.scheduler.name not in SCHEDULE_NAMES:
+        raise ConfigError(
+            f"{source}: scheduler.name {cfg.scheduler.name!r} is not one of {', '.join(SCHEDULE_NAMES)}"
+            f"{_did_you_mean(cfg.scheduler.name, list(SCHEDULE_NAMES))}"
+        )
+    if cfg.logger.name not in LOGGER_NAMES:
+        raise ConfigError(
+            f"{source}: logger.name {cfg.logger.name!r} is not one of {', '.join(LOGGER_NAMES)}"
+            f"{_did_you_mean(cfg.logger.name, list(LOGGER_NAMES))}"
+        )
+    if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
+        raise ConfigError(f"{source}: logger.mode must be auto, online, offline or disabled (got {cfg.logger.mode!r})")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"{source}: train.ema_decay must be in [0, 1) (got {cfg.train.ema_decay})")
+    if not 0.0 < cfg.sample.top_p <= 1.0:
+        raise ConfigError(f"{source}: sample.top_p must be in (0, 1] (got {cfg.sample.top_p})")
+    if cfg.sample.temperature <= 0:
+        raise ConfigError(f"{source}: sample.temperature must be positive (got {cfg.sample.temperature})")
+    if cfg.eval.split not in ("train", "val", "test"):
+        raise ConfigError(f"{source}: eval.split must be train, val or test (got {cfg.eval.split!r})")
+
+
+SCHEDULE_NAMES = ("constant", "cosine", "linear")
+LOGGER_NAMES = ("wandb", "csv", "tensorboard", "none")
+
+
+def lightning_trainer_arguments() -> list[str] | None:
+    """The keyword arguments of ``lightning.Trainer``, read from its source without importing Lightning."""
+    try:
+        dist = metadata.distribution("lightning")
+        path = dist.locate_file("lightning/pytorch/trainer/trainer.py")
+        tree = ast.parse(Path(str(path)).read_text())
+    except Exception:  # noqa: BLE001 - Lightning missing or laid out differently: fall back to Lightning's own error
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    args = item.args
+                    return [a.arg for a in args.args[1:] + args.kwonlyargs]
+    return None
+
+
+def check_trainer_keys(trainer: dict[str, Any], source: str) -> None:
+    """Reject trainer keys that anyorder owns, and keys that lightning.Trainer does not take."""
+    for key in trainer:
+        if key in _OWNED_TRAINER_KEYS:
+            raise ConfigError(
+                f"{source}: 'trainer.{key}' is set by anyorder; use {_OWNED_TRAINER_KEYS[key]} instead"
+            )
+    valid = lightning_trainer_arguments()
+    if valid is None:
+        return
+    allowed = [k for k in valid if k not in _OWNED_TRAINER_KEYS]
+    for key in trainer:
+        if key not in valid:
+            raise ConfigError(
+                f"{source}: unknown key 'trainer.{key}': lightning.Trainer has no such argument."
+                f"{_did_you_mean(str(key), allowed)} Valid keys: {', '.join(allowed)}"
+            )
+
+
+def to_yaml(cfg: DictConfig | ListConfig) -> str:
+    """The resolved config as YAML."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def plugin_options(kind: str, section: dict[str, Any] | DictConfig) -> Any:
+    """The typed options instance of a validated plugin section."""
+    if isinstance(section, DictConfig):
+        container = OmegaConf.to_container(section, resolve=True)
+        assert isinstance(container, dict)
+        section = container
+    plugin = REGISTRY.get(kind, section["name"])
+    options = {k: v for k, v in section.items() if k != "name"}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin.config_class), options))
+
+
+def explain(cls: type, prefix: str = "") -> list[str]:
+    """``key: type = default  # help`` lines for a dataclass of options."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        if f.default is not MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "<required>"
+        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        lines.append(f"{prefix}{f.name}: {typ} = {default}  # {f.metadata.get('help', '')}")
+    return lines
