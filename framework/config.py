@@ -35,7 +35,7 @@ def opt(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" r
 
 def plugin_field(kind: str, help: str, default: dict[str, Any] | None = None) -> Any:  # noqa: A002
     """An option that is itself a plugin section (``{name: ..., **options}``), e.g. a second network."""
-    value = default if default is not None else {"name": MISSING}
+    value = default if default is not None else {"name": "???"}  # OmegaConf's marker of a mandatory value
     return field(default_factory=lambda: dict(value), metadata={"help": help, "plugin": kind})
 
 
@@ -64,7 +64,7 @@ class TrainConfig:
     log_every_n_steps: int = opt(50, "log training metrics every N optimizer steps")
     limit_val_batches: int = opt(0, "validation batches per rank; 0 means the whole validation split")
     val_batch_size: int = opt(0, "global validation batch size; 0 means the training global_batch_size")
-    num_workers: int = opt(0, "DataLoader worker processes per rank")
+    test_at_end: bool = opt(True, "evaluate the test split with the final weights after training (eval/test-final.json)")
     monitor: str = opt("val/nll", "metric that selects the `best` checkpoint (lower is better)")
     compile: bool = opt(False, "torch.compile the networks (costs ~20 s at start; pays off on GPUs)")
     detect_anomaly: bool = opt(False, "torch.autograd anomaly detection (slow; for debugging)")
@@ -145,6 +145,11 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: dict[str, Any] = opt({}, "keyword arguments passed to lightning.Trainer (devices, strategy, precision, ...)")
 
+
+_SECTION_CLASSES: dict[str, type] = {
+    "train": TrainConfig, "optim": OptimConfig, "scheduler": SchedulerConfig, "sample": SampleConfig,
+    "eval": EvalConfig, "logger": LoggerConfig,
+}
 
 # Trainer arguments that anyorder sets itself, and the option that replaces each.
 _OWNED_TRAINER_KEYS = {
@@ -254,7 +259,7 @@ def validate(raw: DictConfig | dict[str, Any], source: str = "<config>") -> Dict
             continue
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {section!r} must be a mapping")
-        section_cls = type(getattr(RunConfig(objective={}, network={}, data={}), section))
+        section_cls = _SECTION_CLASSES[section]
         valid = _field_names(section_cls)
         for key in value:
             if key not in valid:

@@ -203,14 +203,14 @@ class DiscreteDataModule(L.LightningDataModule):
 
     Config: ClassVar[type]
 
-    def __init__(self, config: Any, *, seed: int = 0, global_batch_size: int = 64, eval_batch_size: int = 0,
-                 num_workers: int = 0) -> None:
+    def __init__(self, config: Any, *, seed: int = 0, global_batch_size: int = 64, eval_batch_size: int = 0) -> None:
         super().__init__()
         self.config = config
         self.seed = seed
         self.global_batch_size = global_batch_size
         self.eval_batch_size = eval_batch_size or global_batch_size
-        self.num_workers = num_workers
+        self.test_split = "test"
+        """The split ``test_dataloader`` serves (``anyorder evaluate --split`` changes it)."""
         self._splits: Splits | None = None
 
     # -- to implement ---------------------------------------------------------------------------------------------
@@ -300,4 +300,4 @@ class DiscreteDataModule(L.LightningDataModule):
         return self.loader("val", self.eval_batch_size, train=False)
 
     def test_dataloader(self) -> ShardedLoader:
-        return self.loader("test", self.eval_batch_size, train=False)
+        return self.loader(self.test_split, self.eval_batch_size, train=False)

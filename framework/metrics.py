@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 import torchmetrics
 from torch import Tensor
 
@@ -32,3 +33,37 @@ class SampleMetric(torchmetrics.Metric):
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         raise NotImplementedError
+
+
+class LikelihoodStats(torchmetrics.Metric):
+    """Sums for the NLL per token over a split, with a standard error over datapoints.
+
+    Per datapoint i: nats n_i = -log p(x_i) (or the bound) and tokens t_i. The NLL per token is the ratio
+    R = sum n_i / sum t_i; its standard error is the delta-method (ratio-estimator) one,
+    sqrt(sum (n_i - R t_i)^2 / (N (N - 1))) / mean(t). States are sums, reduced over ranks.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("count", "tokens", "nats", "nats_sq", "tokens_sq", "nats_tokens"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, nats: Tensor, tokens: Tensor) -> None:  # type: ignore[override]
+        n, t = nats.detach().double(), tokens.detach().double()
+        self.count += n.numel()
+        self.tokens += t.sum()
+        self.nats += n.sum()
+        self.nats_sq += (n * n).sum()
+        self.tokens_sq += (t * t).sum()
+        self.nats_tokens += (n * t).sum()
+
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        count, tokens = self.count, self.tokens
+        ratio = self.nats / tokens
+        # sum (n_i - R t_i)^2 expanded into the accumulated sums.
+        resid_sq = self.nats_sq - 2 * ratio * self.nats_tokens + ratio * ratio * self.tokens_sq
+        se = torch.sqrt(torch.clamp(resid_sq, min=0) / (count * (count - 1)).clamp(min=1)) / (tokens / count)
+        return {"nll": ratio, "nll_se": se, "num_sequences": count, "num_tokens": tokens,
+                "nll_per_sequence": self.nats / count}

@@ -1,0 +1,97 @@
+"""Building the pieces of a run from a validated config: DataModule, objective, Trainer; restoring from a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from anyorder.checkpoint import SafeAtomicCheckpointIO, load_checkpoint
+from anyorder.config import load_config, plugin_options
+from anyorder.data import DataSpace, DiscreteDataModule
+from anyorder.errors import RunError
+from anyorder.objective import CHECKPOINT_KEY, Objective
+from anyorder.registry import REGISTRY
+from anyorder.runs import checkpoint_path, require_run_dir
+
+
+def build_datamodule(cfg: DictConfig, *, eval_batch_size: int | None = None) -> DiscreteDataModule:
+    """The dataset plugin named in ``cfg.data``."""
+    impl = REGISTRY.implementation("dataset", cfg.data.name)
+    return impl(
+        plugin_options("dataset", cfg.data), seed=int(cfg.seed), global_batch_size=int(cfg.train.global_batch_size),
+        eval_batch_size=int(eval_batch_size or cfg.train.val_batch_size or cfg.train.global_batch_size),
+    )
+
+
+def build_objective(cfg: DictConfig, space: DataSpace | None = None) -> Objective:
+    """The objective plugin named in ``cfg.objective`` (its networks are built at ``configure_model``)."""
+    impl = REGISTRY.implementation("objective", cfg.objective.name)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(run_config, dict)
+    return impl(plugin_options("objective", cfg.objective), run_config, space)
+
+
+def build_trainer(cfg: DictConfig, *, logger: Any = False, callbacks: list[Any] | None = None,
+                  **overrides: Any) -> L.Trainer:
+    """A Trainer with anyorder's settings plus the ``trainer`` passthrough (devices, strategy, precision, ...)."""
+    passthrough = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(passthrough, dict)
+    kwargs: dict[str, Any] = {
+        "accelerator": "auto",
+        "logger": logger,
+        "callbacks": callbacks or [],
+        "plugins": [SafeAtomicCheckpointIO()],
+        "use_distributed_sampler": False,  # anyorder's loaders shard without padding duplicates
+        "num_sanity_val_steps": 0,
+        "enable_model_summary": False,
+        "gradient_clip_val": None,  # clipping is done (and checked for NaN) by Objective.configure_gradient_clipping
+    }
+    kwargs.update(passthrough)
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+@dataclass
+class RestoredRun:
+    """A run loaded from its directory for evaluation or sampling."""
+
+    run_dir: Path
+    cfg: DictConfig
+    checkpoint: Path
+    step: int
+    datamodule: DiscreteDataModule
+    model: Objective
+
+
+def restore_run(run_dir: str | Path, *, which: str = "last", overrides: list[str] | tuple[str, ...] = (),
+                eval_batch_size: int | None = None) -> RestoredRun:
+    """Load a run's config (plus overrides), DataModule and weights (EMA included) from a checkpoint.
+
+    The checkpoint is read with the safe unpickler; the model is rebuilt from the config and the stored data
+    space, so no code is taken from the file.
+    """
+    path = require_run_dir(run_dir)
+    cfg = load_config(path / "config.yaml", overrides)
+    ckpt_path = checkpoint_path(path, which)
+    ckpt = load_checkpoint(ckpt_path)
+    extra = ckpt.get(CHECKPOINT_KEY)
+    if not isinstance(extra, dict) or extra.get("space") is None:
+        raise RunError(f"{str(ckpt_path)!r} has no anyorder section; it was not written by `anyorder train`")
+    space = DataSpace.from_dict(extra["space"])
+    datamodule = build_datamodule(cfg, eval_batch_size=eval_batch_size)
+    model = build_objective(cfg, space)
+    model.configure_model()
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    # LikelihoodStats states are not persistent; anything else missing means the config does not match the weights.
+    missing = [k for k in missing if not k.startswith(("val_stats.", "test_stats."))]
+    if missing or unexpected:
+        raise RunError(
+            f"the weights in {str(ckpt_path)!r} do not fit the model built from the config "
+            f"(missing: {missing[:5]}, unexpected: {list(unexpected)[:5]}); did an override change the network?"
+        )
+    model.on_load_checkpoint(ckpt)
+    return RestoredRun(path, cfg, ckpt_path, int(ckpt.get("global_step", 0)), datamodule, model)

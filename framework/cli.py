@@ -1,0 +1,186 @@
+"""The ``anyorder`` command line: train, config, plugins, sample, evaluate.
+
+Each command is a thin wrapper over a typed function (``anyorder.train.train``, ``anyorder.evaluation.evaluate``,
+...), imported only when the command runs: ``anyorder config`` and ``anyorder plugins`` never import torch.
+Errors caused by input are printed as one message (no traceback) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from anyorder.errors import AnyorderError
+
+
+def _split_config_args(args: list[str], resume: str | None) -> tuple[str | None, list[str]]:
+    if resume is not None:
+        return None, args
+    if not args:
+        raise AnyorderError("give a config file (e.g. `anyorder train configs/markov/mle.yaml`) or --resume RUN")
+    if "=" in args[0]:
+        raise AnyorderError(f"the first argument must be a config file, not an override ({args[0]!r})")
+    return args[0], args[1:]
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    config, overrides = _split_config_args(ns.args, ns.resume)
+    from anyorder.config import load_config
+
+    if config is not None:
+        load_config(config, overrides)  # fail on a bad config before torch and Lightning are imported
+    from anyorder.runs import command_line, is_launch_rank_zero
+    from anyorder.train import train
+
+    run_dir = train(config, overrides, resume=ns.resume, argv=command_line())
+    if is_launch_rank_zero():
+        _print_outputs(run_dir)
+    return 0
+
+
+def _print_outputs(run_dir: object) -> None:
+    from pathlib import Path
+
+    run = Path(str(run_dir))
+    print(f"\nrun directory: {run}")
+    for label, rel in [("config", "config.yaml"), ("manifest", "manifest.json"),
+                       ("last checkpoint", "checkpoints/last.ckpt"), ("best checkpoint", "checkpoints/best.ckpt"),
+                       ("test evaluation", "eval/test-final.json"), ("samples", "samples")]:
+        if (run / rel).exists():
+            print(f"  {label:16s} {run / rel}")
+    report = run / "eval" / "test-final.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        line = (f"  test NLL         {r['nll_nats']:.4f} ± {r['nll_nats_se']:.4f} nats/token = "
+                f"{r['bits_per_token']:.4f} bits/token")
+        print(line)
+        ref = r.get("reference", {})
+        if "entropy_rate_nats" in ref:
+            print(f"  entropy rate     {ref['entropy_rate_nats']:.4f} nats/token (exact); excess "
+                  f"{100 * r['excess_over_entropy_rate']:+.2f}%")
+    if (run / "wandb").is_dir():
+        print(f"  W&B files        {run / 'wandb'} (offline runs: `wandb sync {run / 'wandb'}/offline-run-*`)")
+
+
+def cmd_config(ns: argparse.Namespace) -> int:
+    from anyorder.config import explain, load_config, to_yaml
+    from anyorder.registry import REGISTRY
+
+    cfg = load_config(ns.file, ns.overrides)
+    print(to_yaml(cfg), end="")
+    if ns.explain:
+        print("\n# options of the plugins in this config")
+        sections = [("objective", cfg.objective, "objective"), ("network", cfg.network, "network"),
+                    ("dataset", cfg.data, "data")] + [("metric", m, "metrics[]") for m in cfg.metrics]
+        for kind, section, key in sections:
+            plugin = REGISTRY.get(kind, section.name)
+            print(f"# {key}: {kind} {section.name!r} from {plugin.info.origin}: {plugin.summary}")
+            for line in explain(plugin.config_class, prefix="#   "):
+                print(line)
+    return 0
+
+
+def cmd_plugins(ns: argparse.Namespace) -> int:
+    from anyorder.registry import KINDS, REGISTRY
+
+    rows = []
+    for kind in KINDS if ns.kind is None else [ns.kind]:
+        for name in REGISTRY.names(kind):
+            claims = REGISTRY.claims(kind, name)
+            status = REGISTRY.status(kind, name, import_implementation=not ns.no_import)
+            summary = ""
+            if status == "ok":
+                summary = REGISTRY.get(kind, name).summary
+            for info in claims:
+                rows.append({"kind": kind, "name": name, "distribution": info.distribution, "version": info.version,
+                             "summary": summary, "status": status, "target": info.target})
+    if ns.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    widths = {k: max([len(k)] + [len(str(r[k])) for r in rows]) for k in ("kind", "name", "distribution", "version")}
+    header = "  ".join(k.upper().ljust(widths[k]) for k in widths) + "  STATUS  SUMMARY"
+    print(header)
+    for r in rows:
+        cells = "  ".join(str(r[k]).ljust(widths[k]) for k in widths)
+        status = "ok" if r["status"] == "ok" else "ERROR"
+        print(f"{cells}  {status:6s}  {r['summary'] if status == 'ok' else r['status'][len('error: '):]}")
+    return 0
+
+
+def cmd_sample(ns: argparse.Namespace) -> int:
+    from anyorder.runs import is_launch_rank_zero
+    from anyorder.sampling import sample_run
+
+    meta = sample_run(ns.run, num=ns.num, out=ns.out, which=ns.checkpoint, overrides=ns.overrides)
+    if meta is not None and is_launch_rank_zero():
+        print(f"wrote {meta['num_samples']} samples to {ns.out} (protocol: {ns.out}.meta.json)")
+    return 0
+
+
+def cmd_evaluate(ns: argparse.Namespace) -> int:
+    from anyorder.evaluation import evaluate
+
+    report = evaluate(ns.run, which=ns.checkpoint, split=ns.split, overrides=ns.overrides, out=ns.out)
+    if report is not None:
+        print(json.dumps({k: v for k, v in report.items() if k != "protocol"}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anyorder", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a config (or resume a run)",
+                       description="Train from CONFIG plus key=value overrides into a new run directory, or continue "
+                                   "a run exactly with --resume RUN (overrides then apply to the stored config).")
+    p.add_argument("args", nargs="*", metavar="CONFIG [key=value ...]")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from checkpoints/last.ckpt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="print the resolved config", description="Validate and print a config.")
+    p.add_argument("file")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--explain", action="store_true", help="also list every option of the plugins with its help")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("plugins", help="list the installed plugins",
+                       description="Every plugin: kind, name, distribution, version, summary and load status.")
+    p.add_argument("--kind", choices=["objective", "network", "dataset", "metric"])
+    p.add_argument("--no-import", action="store_true", help="check the options modules only (no torch import)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run",
+                       description="Draw N samples (sharded over the configured devices) into one file.")
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. sample.temperature=0.8 trainer.devices=2")
+    p.add_argument("--num", type=int, required=True)
+    p.add_argument("--out", required=True, help="output file, .txt or .jsonl")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="test NLL of a run, with standard error and protocol",
+                       description="Evaluate a checkpoint's NLL on a split; writes eval/<split>-<checkpoint>.json.")
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--split", choices=["train", "val", "test"])
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.add_argument("--out", help="write the JSON report here instead of the run's eval/ directory")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``anyorder`` console script."""
+    ns = build_parser().parse_args(argv)
+    try:
+        return int(ns.func(ns))
+    except AnyorderError as exc:
+        print(f"anyorder {ns.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

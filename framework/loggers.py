@@ -1,0 +1,96 @@
+"""Lightning loggers from the ``logger`` section: W&B (default), CSV, TensorBoard or none.
+
+W&B runs online only when an API key is configured; otherwise it runs offline, needs no network and never waits
+for one. The W&B run id is stored in the run directory, so a resumed run continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import netrc
+import secrets
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from anyorder.atomic import write_json
+from anyorder.runs import read_json
+
+LOGGER_STATE = "logger.json"
+
+
+def wandb_has_key() -> bool:
+    """True when an API key is available (WANDB_API_KEY, or a netrc entry written by ``wandb login``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC"))
+    except (OSError, netrc.NetrcParseError):
+        return False
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+    return rc.authenticators(host) is not None
+
+
+def wandb_mode(requested: str) -> str:
+    """The W&B mode to use: WANDB_MODE wins, then ``requested``; ``auto`` is online only with a key."""
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled"):
+        return env
+    if requested == "auto":
+        return "online" if wandb_has_key() else "offline"
+    return requested
+
+
+def _wandb_logger(cfg: DictConfig, run_dir: Path, state: dict[str, Any], tags: list[str]) -> WandbLogger:
+    import wandb
+
+    if "wandb_id" not in state:
+        state["wandb_id"] = secrets.token_hex(4)  # W&B ids are short lowercase alphanumerics
+    mode = wandb_mode(cfg.logger.mode)
+    state["wandb_mode"] = mode
+    return WandbLogger(
+        project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.name, id=state["wandb_id"], resume="allow",
+        save_dir=str(run_dir), tags=tags, mode=mode, config=OmegaConf.to_container(cfg, resolve=True),
+        settings=wandb.Settings(init_timeout=60, silent=True),
+    )
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
+    """The configured logger (``False`` for none); the W&B id is kept in ``run_dir/logger.json``."""
+    state_path = run_dir / LOGGER_STATE
+    state: dict[str, Any] = read_json(state_path) if state_path.is_file() else {}
+    tags = [cfg.objective.name, cfg.network.name, cfg.data.name, *cfg.logger.tags]
+    logger = _BUILDERS[cfg.logger.name](cfg, run_dir, state, tags)
+    if state and os.environ.get("LOCAL_RANK", "0") == "0":
+        write_json(state_path, state)
+    return logger
+
+
+_BUILDERS: dict[str, Any] = {
+    "wandb": _wandb_logger,
+    "csv": lambda cfg, run_dir, state, tags: CSVLogger(save_dir=str(run_dir), name="logs", version=""),
+    "tensorboard": lambda cfg, run_dir, state, tags: TensorBoardLogger(
+        save_dir=str(run_dir), name="logs", version="", default_hp_metric=False),
+    "none": lambda cfg, run_dir, state, tags: False,
+}
+
+
+def log_text_table(logger: Any, key: str, texts: list[str], step: int) -> None:
+    """Log samples as a table (W&B), as text (TensorBoard); CSV has no text channel (samples/ holds them)."""
+    if isinstance(logger, WandbLogger):
+        logger.log_text(key=key, columns=["i", "sample"], data=[[i, t] for i, t in enumerate(texts)], step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        body = "\n\n".join(f"{i}: `{t}`" for i, t in enumerate(texts))
+        logger.experiment.add_text(key, body, global_step=step)
+
+
+def finish(logger: Any) -> None:
+    """Close a W&B run cleanly, so its run file is complete when the process continues or exits."""
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+        wandb.teardown()

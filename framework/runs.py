@@ -1,0 +1,160 @@
+"""Run directories: layout, the manifest (what produced the run) and the rank-0 rule for writing them.
+
+Layout of ``<output_dir>/<name>/``::
+
+    config.yaml          the resolved config (what `anyorder train --resume` reloads)
+    manifest.json        package versions, git commits, seed, command lines, plugins and their distributions
+    checkpoints/         last.ckpt (every train.ckpt_every_n_steps) and best.ckpt (lowest train.monitor)
+    eval/                JSON written by `anyorder evaluate`, each with its protocol
+    samples/             text written at validation and by `anyorder sample`
+    logs/                CSV / TensorBoard logs; wandb/ holds the W&B run files
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from anyorder.atomic import write_json, write_text
+from anyorder.errors import RunError
+from anyorder.registry import REGISTRY
+
+RUN_DIR_ENV = "ANYORDER_RUN_DIR"
+"""Set by rank 0 for the processes Lightning launches, so every rank of a run uses one directory."""
+
+PACKAGES = ("anyorder", "torch", "lightning", "torchmetrics", "omegaconf", "numpy", "wandb", "tensorboard")
+
+
+def is_launch_rank_zero() -> bool:
+    """True in the process a user started (Lightning sets LOCAL_RANK/NODE_RANK in the processes it launches)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of the stack (and ``extra`` distributions); ``"not installed"`` where missing."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES + extra:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_state(path: Path) -> dict[str, Any]:
+    """Commit and dirtiness of the git checkout containing ``path``, or ``None`` values outside a checkout."""
+    try:
+        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def plugins_used(cfg: DictConfig) -> list[dict[str, str]]:
+    """Kind, name, target and distribution of every plugin the config names."""
+    sections: list[tuple[str, Any]] = [("objective", cfg.objective), ("network", cfg.network), ("dataset", cfg.data)]
+    sections += [("metric", m) for m in cfg.metrics]
+    out = []
+    for kind, section in sections:
+        info = REGISTRY.info(kind, section.name)
+        out.append({"kind": kind, "name": info.name, "target": info.target, "distribution": info.distribution,
+                    "version": info.version})
+    return out
+
+
+def invocation(argv: list[str]) -> dict[str, Any]:
+    """One command that acted on the run: its command line, time, host and the git state of the code."""
+    import anyorder
+
+    return {
+        "argv": list(argv),
+        "cwd": os.getcwd(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": socket.gethostname(),
+        "anyorder_git": git_state(Path(anyorder.__file__).resolve().parent),
+        "cwd_git": git_state(Path.cwd()),
+    }
+
+
+def new_manifest(cfg: DictConfig, argv: list[str]) -> dict[str, Any]:
+    """The manifest of a new run."""
+    dists = tuple(sorted({p["distribution"] for p in plugins_used(cfg)} - {"anyorder", "<register()>"}))
+    return {
+        "format": 1,
+        "seed": int(cfg.seed),
+        "packages": package_versions(dists),
+        "platform": platform.platform(),
+        "plugins": plugins_used(cfg),
+        "invocations": [invocation(argv)],
+    }
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    return f"{cfg.data.name}-{cfg.objective.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_run_dir(cfg: DictConfig, argv: list[str]) -> Path:
+    """Create ``output_dir/name`` (never reusing an existing run) and write config.yaml and manifest.json."""
+    name = cfg.name or default_run_name(cfg)
+    run_dir = Path(cfg.output_dir) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(
+            f"run directory {str(run_dir)!r} already exists; resume it with `anyorder train --resume {run_dir}` or "
+            f"choose another name= override"
+        )
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg.name = name
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_dir / "manifest.json", new_manifest(cfg, argv))
+    return run_dir
+
+
+def read_json(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read {str(path)!r}: {exc}") from exc
+
+
+def append_invocation(run_dir: Path, argv: list[str]) -> None:
+    """Record a resume (or another command) in the manifest."""
+    path = run_dir / "manifest.json"
+    manifest = read_json(path)
+    manifest.setdefault("invocations", []).append(invocation(argv))
+    manifest["packages_at_last_invocation"] = package_versions()
+    write_json(path, manifest)
+
+
+def require_run_dir(path: str | Path) -> Path:
+    """A path that holds a run (config.yaml), or a :class:`RunError` explaining what is missing."""
+    run_dir = Path(path)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{str(run_dir)!r} is not an anyorder run directory (no config.yaml)")
+    return run_dir
+
+
+def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
+    """``checkpoints/<which>.ckpt``, which must exist."""
+    path = run_dir / "checkpoints" / f"{which}.ckpt"
+    if not path.is_file():
+        have = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        raise RunError(f"{str(path)!r} does not exist; this run has checkpoints: {', '.join(have) or '(none)'}")
+    return path
+
+
+def command_line() -> list[str]:
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -1,0 +1,89 @@
+"""``anyorder sample``: draw N samples from a run, sharded over devices, into one file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+from anyorder.atomic import write_json, write_text
+from anyorder.errors import ConfigError
+from anyorder.objective import gather_objects
+from anyorder.runs import package_versions
+
+
+class SampleRequests:
+    """Requests ``{"index": i, "size": n}`` covering ``num`` samples; rank r takes requests r, r+W, ..."""
+
+    def __init__(self, num: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        self.sizes = [min(batch_size, num - s) for s in range(0, num, batch_size)]
+        self.mine = list(range(rank, len(self.sizes), world_size))
+
+    def __len__(self) -> int:
+        return len(self.mine)
+
+    def __iter__(self) -> Iterator[dict[str, int]]:
+        for i in self.mine:
+            yield {"index": i, "size": self.sizes[i]}
+
+
+def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "last",
+               overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Write ``num`` samples of the run to ``out`` (``.txt``: one per line; ``.jsonl``: text and tokens) with a
+    ``<out>.meta.json`` protocol beside it. Returns the protocol on rank 0, ``None`` elsewhere."""
+    from anyorder.build import build_trainer, restore_run
+
+    out = Path(out)
+    if out.suffix not in (".txt", ".jsonl"):
+        raise ConfigError(f"--out {str(out)!r}: use a .txt (one sample per line) or .jsonl file name")
+    if num < 1:
+        raise ConfigError("--num must be at least 1")
+    restored = restore_run(run_dir, which=which, overrides=overrides)
+    cfg, model, datamodule = restored.cfg, restored.model, restored.datamodule
+    trainer = build_trainer(cfg, logger=False, enable_progress_bar=False)
+    batch = max(1, int(cfg.sample.batch_size))
+
+    class _Loader(SampleRequests):
+        def __init__(self) -> None:
+            super().__init__(num, batch, trainer.global_rank, trainer.world_size)
+
+    datamodule.setup()
+    datamodule.predict_dataloader = _Loader  # type: ignore[method-assign]
+    results = trainer.predict(model, datamodule=datamodule, return_predictions=True) or []
+    gathered = gather_objects(list(results))
+    if not trainer.is_global_zero:
+        return None
+    gathered.sort(key=lambda r: r["index"])
+    objs, token_lists, stats_sum = [], [], {}
+    for r in gathered:
+        for i in range(len(r["lengths"])):
+            length = int(r["lengths"][i])
+            objs.append(datamodule.decode(r["tokens"][i], length))
+            token_lists.append(r["tokens"][i][:length].tolist())
+        for k, v in r["stats"].items():
+            stats_sum[k] = stats_sum.get(k, 0.0) + v * len(r["lengths"])
+    texts = [datamodule.to_text(o) for o in objs]
+    if out.suffix == ".txt":
+        write_text(out, "".join(t.replace("\n", "\\n") + "\n" for t in texts))
+    else:
+        write_text(out, "".join(json.dumps({"i": i, "sample": t, "tokens": tk}) + "\n"
+                                for i, (t, tk) in enumerate(zip(texts, token_lists, strict=True))))
+    meta = {
+        "file": out.name,
+        "num_samples": len(texts),
+        "run": str(restored.run_dir),
+        "checkpoint": str(restored.checkpoint.relative_to(restored.run_dir)),
+        "step": restored.step,
+        "ema_weights": model.ema is not None and bool(cfg.sample.use_ema),
+        "settings": dict(cfg.sample),
+        "seed": int(cfg.seed),
+        "seeding": "request i (of sample.batch_size samples) uses a generator seeded by (seed, i)",
+        "world_size": trainer.world_size,
+        "stats": {k: v / max(1, len(texts)) for k, v in stats_sum.items()},
+        "mean_length": sum(len(t) for t in token_lists) / max(1, len(token_lists)),
+        "packages": package_versions(),
+    }
+    write_json(out.with_name(out.name + ".meta.json"), meta)
+    return meta

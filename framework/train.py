@@ -1,0 +1,95 @@
+"""``anyorder train``: one run directory per run; exact resume from ``checkpoints/last.ckpt``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from anyorder.build import build_datamodule, build_objective, build_trainer
+from anyorder.callbacks import SampleWriter
+from anyorder.config import load_config
+from anyorder.evaluation import likelihood_report, write_report
+from anyorder.loggers import build_logger, finish
+from anyorder.runs import (
+    RUN_DIR_ENV,
+    append_invocation,
+    checkpoint_path,
+    create_run_dir,
+    is_launch_rank_zero,
+    require_run_dir,
+)
+
+
+def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint]:
+    """``last`` every ``train.ckpt_every_n_steps`` and ``best`` by ``train.monitor`` (the same on resume)."""
+    ckpt_dir = str(run_dir / "checkpoints")
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=int(cfg.train.ckpt_every_n_steps),
+                           save_top_k=1, monitor=None, enable_version_counter=False, save_on_train_epoch_end=False)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=str(cfg.train.monitor), mode="min",
+                           save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)
+    return [last, best]
+
+
+def _resolve_run(config: str | None, overrides: list[str], resume: str | None,
+                 argv: list[str]) -> tuple[DictConfig, Path, Path | None]:
+    if resume is not None:
+        run_dir = require_run_dir(resume)
+        cfg = load_config(run_dir / "config.yaml", overrides)
+        ckpt = checkpoint_path(run_dir, "last")
+        if is_launch_rank_zero():
+            append_invocation(run_dir, argv)
+        return cfg, run_dir, ckpt
+    cfg = load_config(config, overrides)
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited and not is_launch_rank_zero():
+        # A process launched by Lightning for another rank: use the directory rank 0 created.
+        cfg.name = Path(inherited).name
+        return cfg, Path(inherited), None
+    run_dir = create_run_dir(cfg, argv)
+    return cfg, run_dir, None
+
+
+def train(config: str | None, overrides: list[str], *, resume: str | None = None,
+          argv: list[str] | None = None) -> Path:
+    """Train from ``config`` (+ overrides) into a new run directory, or continue the run ``resume``."""
+    argv = argv or []
+    cfg, run_dir, ckpt = _resolve_run(config, overrides, resume, argv)
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    model = build_objective(cfg)
+    logger = build_logger(cfg, run_dir)
+    callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), SampleWriter(run_dir)]
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
+    val_every = int(cfg.train.val_every_n_steps) * accumulate
+    limit_val = int(cfg.train.limit_val_batches) or 1.0
+    trainer = build_trainer(
+        cfg, logger=logger, callbacks=callbacks, max_steps=int(cfg.train.max_steps), max_epochs=-1,
+        val_check_interval=val_every, check_val_every_n_epoch=None, limit_val_batches=limit_val,
+        log_every_n_steps=int(cfg.train.log_every_n_steps), default_root_dir=str(run_dir),
+        detect_anomaly=bool(cfg.train.detect_anomaly),
+    )
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        # The final state, whatever train.ckpt_every_n_steps is, so `--resume` and `evaluate` see the end of training.
+        trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
+        if cfg.train.test_at_end:
+            trainer.test(model, datamodule=datamodule, verbose=False)
+            if trainer.is_global_zero and model.test_results is not None:
+                report = likelihood_report(
+                    cfg, model, datamodule, model.test_results, split="test",
+                    checkpoint="final weights (in memory, equal to checkpoints/last.ckpt)",
+                    step=trainer.global_step, world_size=trainer.world_size, precision=str(trainer.precision),
+                )
+                write_report(run_dir / "eval" / "test-final.json", report)
+                for lg in trainer.loggers:
+                    lg.log_metrics({f"test/{k}": v for k, v in model.test_results.items()}, step=trainer.global_step)
+    finally:
+        finish(logger)
+    return run_dir

@@ -1,0 +1,1 @@
+"""MLE: left-to-right autoregressive training with teacher forcing."""

@@ -1,0 +1,25 @@
+"""Options of the ``mle`` objective (a light module: no torch import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from anyorder.config import PluginConfig, opt
+from anyorder.errors import ConfigError
+
+
+@dataclass
+class MLEConfig(PluginConfig):
+    """MLE: left-to-right autoregressive model trained by teacher forcing; exact likelihood, KV-cache sampling."""
+
+    implementation = "anyorder_plugins.mle.objective:MLE"
+
+    reduction: str = opt(
+        "token",
+        "how the loss averages: token (mean NLL over all predicted tokens, EOS included) | sequence (sum over a "
+        "sequence's tokens, mean over sequences)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("token", "sequence"):
+            raise ConfigError(f"mle: reduction must be 'token' or 'sequence' (got {self.reduction!r})")
