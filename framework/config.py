@@ -321,6 +321,12 @@ def validate_plugin_section(kind: str, section: Any, key_path: str, source: str)
         raise ConfigError(
             f"{source}: {where} needs a value for: {', '.join(f'{key_path}.{m}' for m in missing)}"
         )
+    try:
+        OmegaConf.to_object(merged)  # runs the options' __post_init__ checks
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: '{key_path}' of {where}: {exc}") from exc
+    except (ValueError, TypeError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{source}: invalid options for '{key_path}' of {where}: {exc}") from exc
     out = OmegaConf.to_container(merged, resolve=True)
     assert isinstance(out, dict)
     return {"name": name, **out}

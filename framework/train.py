@@ -54,9 +54,14 @@ def _resolve_run(config: str | None, overrides: list[str], resume: str | None,
     return cfg, run_dir, None
 
 
-def train(config: str | None, overrides: list[str], *, resume: str | None = None,
-          argv: list[str] | None = None) -> Path:
-    """Train from ``config`` (+ overrides) into a new run directory, or continue the run ``resume``."""
+def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, resume: str | None = None,
+          argv: list[str] | None = None, extra_callbacks: list[Any] | None = None) -> Path:
+    """Train from ``config`` (+ overrides) into a new run directory, or continue the run ``resume``.
+
+    ``extra_callbacks`` are Lightning callbacks added to the run (pass the same ones again when resuming if they
+    carry state). Returns the run directory.
+    """
+    overrides = list(overrides)
     argv = argv or []
     cfg, run_dir, ckpt = _resolve_run(config, overrides, resume, argv)
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
@@ -65,7 +70,7 @@ def train(config: str | None, overrides: list[str], *, resume: str | None = None
     datamodule = build_datamodule(cfg)
     model = build_objective(cfg)
     logger = build_logger(cfg, run_dir)
-    callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), SampleWriter(run_dir)]
+    callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), SampleWriter(run_dir), *(extra_callbacks or [])]
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
     val_every = int(cfg.train.val_every_n_steps) * accumulate
     limit_val = int(cfg.train.limit_val_batches) or 1.0
@@ -76,9 +81,15 @@ def train(config: str | None, overrides: list[str], *, resume: str | None = None
         detect_anomaly=bool(cfg.train.detect_anomaly),
     )
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        if trainer.interrupted:
+            # Stopped mid-step (Ctrl-C): the in-memory state may be half a step ahead of the data position, so it is
+            # not saved; last.ckpt is the consistent state to resume from.
+            print(f"training interrupted at step {trainer.global_step}; resume with "
+                  f"`anyorder train --resume {run_dir}` (continues from checkpoints/last.ckpt)")
+            return run_dir
         # The final state, whatever train.ckpt_every_n_steps is, so `--resume` and `evaluate` see the end of training.
-        trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
+        trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"), weights_only=False)
         if cfg.train.test_at_end:
             trainer.test(model, datamodule=datamodule, verbose=False)
             if trainer.is_global_zero and model.test_results is not None:
