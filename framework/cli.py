@@ -58,8 +58,11 @@ def _print_outputs(run_dir: object) -> None:
         print(line)
         ref = r.get("reference", {})
         if "entropy_rate_nats" in ref:
-            print(f"  entropy rate     {ref['entropy_rate_nats']:.4f} nats/token (exact); excess "
-                  f"{100 * r['excess_over_entropy_rate']:+.2f}%")
+            print(f"  entropy rate     {ref['entropy_rate_nats']:.4f} nats/token (exact); test NLL is "
+                  f"{100 * r['excess_over_entropy_rate']:+.2f}% above it")
+        if "sequence_entropy_nats_per_token" in ref:
+            print(f"  true NLL         {ref['sequence_entropy_nats_per_token']:.4f} nats/token (the source's own, "
+                  f"first tokens included); test NLL is {100 * r['excess_over_true_nll']:+.2f}% above it")
     if (run / "wandb").is_dir():
         print(f"  W&B files        {run / 'wandb'} (offline runs: `wandb sync {run / 'wandb'}/offline-run-*`)")
 

@@ -76,7 +76,8 @@ def fetch(
     """A verified local copy of ``filename``: from the cache, else the mirror, else ``url`` (see the module doc).
 
     ``sha256`` is the expected digest (hex). ``mirror`` and ``cache_dir`` default to the environment settings; an
-    empty string counts as unset. Raises :class:`~anyorder.errors.DataError` when the file cannot be obtained or
+    empty string counts as unset. A mirror file that fails verification is an error, not a reason to go online:
+    the mirror is the copy the user chose. Raises :class:`~anyorder.errors.DataError` when the file cannot be obtained or
     does not match ``sha256`` (nothing is then left in the cache), and :class:`~anyorder.errors.ConfigError` for a
     malformed ``filename`` or ``sha256``.
     """
@@ -112,8 +113,9 @@ def fetch(
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         # URLError wraps the socket error (refused, no DNS, timeout) in .reason; HTTPError reads best as itself.
-        plain = isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError)
-        reason = exc.reason if plain else exc
+        reason: object = exc
+        if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+            reason = exc.reason
         raise DataError(
             f"cannot download {filename} from {url}: {reason}. If this machine is offline, copy {filename} "
             f"(sha256 {expected}) into a local directory and point the dataset's `mirror` option or the "

@@ -49,6 +49,9 @@ def likelihood_report(cfg: DictConfig, model: Any, datamodule: Any, results: dic
     }
     if "entropy_rate_nats" in reference:
         report["excess_over_entropy_rate"] = results["nll"] / reference["entropy_rate_nats"] - 1.0
+    if "sequence_entropy_nats_per_token" in reference:
+        # What a perfect model scores on these sequences (the first tokens of a sequence carry more entropy).
+        report["excess_over_true_nll"] = results["nll"] / reference["sequence_entropy_nats_per_token"] - 1.0
     return report
 
 

@@ -25,7 +25,8 @@ def filter_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int = 0, t
 
     ``top_k`` (0 disables) keeps exactly the ``k`` highest logits. ``top_p`` (1.0 disables) then keeps the smallest
     set of most likely tokens whose probability (renormalised after top-k) reaches ``top_p``. The most likely token
-    is always kept. Half-precision input is computed in float32.
+    is always kept; ties are broken towards the lower token id, as ``argmax`` does. Half-precision input is computed
+    in float32.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive (got {temperature})")
@@ -40,10 +41,12 @@ def filter_logits(logits: Tensor, *, temperature: float = 1.0, top_k: int = 0, t
     vocab = logits.shape[-1]
     if 0 < top_k < vocab:
         # Indices rather than a threshold on the k-th value: ties at the threshold would keep more than k tokens.
-        kept = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, logits.topk(top_k, dim=-1).indices, True)
+        # A stable sort breaks ties towards the lower token id, as argmax does, so the argmax is always among them.
+        top = logits.sort(dim=-1, descending=True, stable=True).indices[..., :top_k]
+        kept = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)
         logits = logits.masked_fill(~kept, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
         probs = sorted_logits.softmax(dim=-1)
         # A token stays if the tokens ranked above it hold less than top_p: the smallest set reaching top_p.
         mass_before = probs.cumsum(dim=-1) - probs

@@ -25,7 +25,7 @@ Rope = tuple[Tensor, Tensor]
 
 
 def causal_mask(n_queries: int, n_keys: int, *, offset: int = 0, device: torch.device | None = None) -> Tensor:
-    """Bool ``[n_queries, n_keys]`` mask, True where query ``i`` (at position ``offset + i``) may see key ``j <= offset + i``."""
+    """Bool causal mask ``[n_queries, n_keys]``: query ``i`` (position ``offset + i``) sees keys ``j <= offset + i``."""
     queries = torch.arange(n_queries, device=device).unsqueeze(1) + offset
     keys = torch.arange(n_keys, device=device).unsqueeze(0)
     return keys <= queries
@@ -38,6 +38,9 @@ class RotaryEmbedding(nn.Module):
     angle ``position * base ** (-2i / head_dim)``. The tables are non-persistent buffers: they follow the module
     across devices but are not saved in checkpoints (they are recomputed from the options).
     """
+
+    cos: Tensor
+    sin: Tensor
 
     def __init__(self, head_dim: int, max_len: int, *, base: float = 10000.0) -> None:
         super().__init__()
@@ -72,7 +75,9 @@ class SelfAttention(nn.Module):
     projection is ``out_proj``; :func:`init_transformer_weights` scales its init as a residual projection.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, bias: bool = False, causal: bool = True):
+    def __init__(
+        self, d_model: int, n_heads: int, *, dropout: float = 0.0, bias: bool = False, causal: bool = True
+    ) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")

@@ -61,16 +61,20 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:
     """The configured logger (``False`` for none); the W&B id is kept in ``run_dir/logger.json``."""
     state_path = run_dir / LOGGER_STATE
     state: dict[str, Any] = read_json(state_path) if state_path.is_file() else {}
+    state["sessions"] = int(state.get("sessions", 0)) + 1
     tags = [cfg.objective.name, cfg.network.name, cfg.data.name, *cfg.logger.tags]
     logger = _BUILDERS[cfg.logger.name](cfg, run_dir, state, tags)
-    if state and os.environ.get("LOCAL_RANK", "0") == "0":
+    if os.environ.get("LOCAL_RANK", "0") == "0":
         write_json(state_path, state)
     return logger
 
 
 _BUILDERS: dict[str, Any] = {
     "wandb": _wandb_logger,
-    "csv": lambda cfg, run_dir, state, tags: CSVLogger(save_dir=str(run_dir), name="logs", version=""),
+    # Lightning's CSV writer deletes an existing metrics file, so each session (first run, each resume) of a run
+    # writes its own logs/csv/session-<n>/metrics.csv instead of overwriting the history.
+    "csv": lambda cfg, run_dir, state, tags: CSVLogger(save_dir=str(run_dir / "logs"), name="csv",
+                                                        version=f"session-{state['sessions']}"),
     "tensorboard": lambda cfg, run_dir, state, tags: TensorBoardLogger(
         save_dir=str(run_dir), name="logs", version="", default_hp_metric=False),
     "none": lambda cfg, run_dir, state, tags: False,

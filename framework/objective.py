@@ -230,8 +230,11 @@ class Objective(L.LightningModule):
             self._raise_non_finite(f"the gradient norm is {norm.item()}", {})
         self.log("train/grad_norm", norm.detach().float(), on_step=True, on_epoch=False)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None and self.trainer.fit_loop._should_accumulate() is False:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: checkpoint callbacks run before the module's batch-end hook, so an update
+        # made there would be missing from a checkpoint written at the same step (and from a resume).
+        if self.ema is not None:
             self.ema.update(self)
 
     def configure_optimizers(self) -> Any:

@@ -1,0 +1,1 @@
+"""Causal transformer network plugin: a left-to-right transformer with KV-cache sampling."""

@@ -1,0 +1,1 @@
+"""The ``char_text`` dataset: character-level modelling of a text file (tiny-shakespeare by default)."""

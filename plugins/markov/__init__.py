@@ -1,0 +1,1 @@
+"""The ``markov`` dataset: sequences from a seeded random order-k Markov chain whose entropy is known exactly."""

@@ -1,0 +1,1 @@
+"""Sample metrics for text: the ``distinct_ngrams`` diversity metric (distinct-n)."""

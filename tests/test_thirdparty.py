@@ -1,0 +1,172 @@
+"""A third-party plugin distribution, installed the way a user would install one, works end to end.
+
+``tests/thirdparty`` is a separate distribution (``anyorder-example-plugins``) with its own ``setup.cfg``. It is
+pip-installed once per session into a temporary ``--target`` directory (offline, without build isolation, so the
+test environment is never modified), and every check runs in a subprocess whose ``PYTHONPATH`` starts with that
+directory: this process never sees the plugins, so its registry stays as the other tests expect it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "tests" / "thirdparty"
+DIST = "anyorder-example-plugins"
+
+
+def _env(site: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
+    env["WANDB_MODE"] = "offline"
+    env["PYTHONWARNINGS"] = "ignore"
+    return env
+
+
+def _run(args: list[str], site: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, env=_env(site), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example distribution pip-installed into a private directory (built offline from a copy of the source)."""
+    for module in ("pip", "setuptools"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"installing the example distribution needs {module} in the test environment")
+    base = tmp_path_factory.mktemp("thirdparty")
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    src = base / "src"
+    shutil.copytree(SOURCE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = base / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+         "--disable-pip-version-check", "--no-cache-dir", "--quiet", "--target", str(target), str(src)],
+        check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
+    assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
+    assert (target / "anyorder_example" / "bag_of_tokens" / "objective.py").is_file()
+    return target
+
+
+def test_plugins_are_listed_with_their_distribution(site: Path) -> None:
+    result = _run(["-m", "anyorder.cli", "plugins", "--json"], site)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["kind"], r["name"]): r for r in json.loads(result.stdout)}
+    for key in [("objective", "bag_of_tokens"), ("dataset", "repeat_pattern")]:
+        assert key in rows, f"{key} missing from `anyorder plugins --json`: {sorted(rows)}"
+        row = rows[key]
+        assert (row["distribution"], row["version"], row["status"]) == (DIST, "0.1.0", "ok"), row
+        assert row["target"].startswith("anyorder_example.")
+        assert row["summary"] and row["summary"] != "(no summary)"
+    # The built-in plugins are still there, still owned by anyorder.
+    assert rows[("objective", "mle")]["distribution"] == "anyorder"
+
+
+def test_unknown_option_names_the_plugin_and_its_distribution(site: Path) -> None:
+    result = _run(["-m", "anyorder.cli", "config", "tests/thirdparty/example.yaml", "objective.bogus=1"], site)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    for word in ("bogus", "bag_of_tokens", DIST):
+        assert word in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_train_with_thirdparty_plugins(site: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = _run(["-m", "anyorder.cli", "train", "tests/thirdparty/example.yaml", f"output_dir={runs}",
+                   "name=example", "logger.name=csv", "train.max_steps=40", "train.val_every_n_steps=20",
+                   "train.ckpt_every_n_steps=20"], site, timeout=300)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    run = runs / "example"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    report = json.loads((run / "eval" / "test-final.json").read_text())
+    assert report["protocol"]["step"] == 40
+    assert report["protocol"]["likelihood"] == "exact"
+    # 40 Adam steps fit 8 logits: the test NLL is the best any unigram model can do, up to sampling noise.
+    best = report["reference"]["best_unigram_nll_nats"]
+    assert abs(report["nll_nats"] - best) < 5 * report["nll_nats_se"] + 0.03, (report["nll_nats"], best)
+    manifest = json.loads((run / "manifest.json").read_text())
+    plugins = {(p["kind"], p["name"]): p for p in manifest["plugins"]}
+    assert plugins[("objective", "bag_of_tokens")]["distribution"] == DIST
+    assert plugins[("dataset", "repeat_pattern")]["distribution"] == DIST
+    assert plugins[("objective", "bag_of_tokens")]["version"] == "0.1.0"
+    assert manifest["packages"][DIST] == "0.1.0"
+    samples = sorted((run / "samples").glob("val-step*.txt"))
+    assert samples and samples[-1].read_text().strip()
+
+
+CHECKS = textwrap.dedent(
+    """
+    import itertools, math
+    import numpy as np
+    import torch
+    from anyorder.data import DataSpace
+    from anyorder_example.bag_of_tokens.config import BagOfTokensConfig
+    from anyorder_example.bag_of_tokens.objective import BagOfTokens
+    from anyorder_example.repeat_pattern.config import RepeatPatternConfig
+    from anyorder_example.repeat_pattern.data import RepeatPatternDataModule
+
+    sample = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_len": 0, "batch_size": 4096}
+    run_config = {"seed": 0, "train": {"ema_decay": 0.0, "compile": False}, "sample": sample}
+    D, V = 3, 3
+    for variable in (False, True):
+        space = DataSpace.sequence(D, V, variable_length=variable)
+        torch.manual_seed(0)
+        model = BagOfTokens(BagOfTokensConfig(init_std=1.0), run_config, space)
+        model.configure_model()
+        # Every datapoint of the space: all token strings of every allowed length, padded with 0.
+        rows, lengths = [], []
+        for n in (range(D + 1) if variable else [D]):
+            for s in itertools.product(range(V), repeat=n):
+                rows.append(list(s) + [0] * (D - n))
+                lengths.append(n)
+        batch = {"tokens": torch.tensor(rows), "lengths": torch.tensor(lengths)}
+        ll = model.log_likelihood(batch)
+        total = float(torch.logsumexp(ll.log_prob, 0).exp())
+        assert abs(total - 1.0) < 1e-12, (variable, total)
+        out = model.loss(batch)
+        assert torch.allclose(out.nats.double(), -ll.log_prob.sum(), rtol=1e-5), (out.nats, ll.log_prob.sum())
+        assert int(out.num_tokens) == int(ll.num_tokens.sum())
+        # Samples follow the model: the empirical law of whole datapoints matches p(x).
+        draws = model.draw(60000, seed=1)
+        assert draws.tokens.shape == (60000, D)
+        index = {tuple(r) + (n,): i for i, (r, n) in enumerate(zip(rows, lengths))}
+        counts = np.zeros(len(rows))
+        for r, n in zip(draws.tokens.tolist(), draws.lengths.tolist()):
+            counts[index[tuple(r) + (n,)]] += 1
+        p = ll.log_prob.detach().exp().numpy()
+        z = np.abs(counts / 60000 - p) / np.sqrt(p * (1 - p) / 60000)
+        assert z.max() < 5, (variable, z.max())
+
+    c = RepeatPatternConfig(vocab_size=5, length=12, period=4, noise=0.3, num_train=40000, num_val=10, num_test=10)
+    data = RepeatPatternDataModule(c, seed=0, global_batch_size=8)
+    splits = data.splits
+    again = RepeatPatternDataModule(c, seed=0, global_batch_size=8).splits
+    assert torch.equal(splits.train.tokens, again.train.tokens)
+    assert not torch.equal(splits.val.tokens, splits.test.tokens)
+    x = splits.train.tokens.numpy()
+    empirical = np.stack([np.bincount(x[:, t], minlength=5) for t in range(12)]) / len(x)
+    assert np.abs(empirical - data.marginals()).max() < 0.02
+    avg = data.marginals().mean(0)
+    assert math.isclose(data.reference()["best_unigram_nll_nats"], float(-(avg * np.log(avg)).sum()))
+    clean = RepeatPatternDataModule(RepeatPatternConfig(noise=0.0, random_phase=False))
+    assert (clean.splits.train.tokens == torch.from_numpy(np.resize(clean.pattern, 32))).all()
+    print("ok")
+    """
+)
+
+
+def test_objective_and_dataset_are_exact(site: Path) -> None:
+    """bag_of_tokens: p(x) sums to 1 (fixed and variable length), loss nats = -log p, samples follow p;
+    repeat_pattern: seeded splits and exact marginals."""
+    result = _run(["-c", CHECKS], site)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), f"{result.stdout}\n{result.stderr}"

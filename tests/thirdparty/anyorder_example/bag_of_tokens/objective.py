@@ -1,0 +1,100 @@
+"""The ``bag_of_tokens`` objective: a unigram model p(x) = prod_t q[x_t], q = softmax(w), fitted by maximum likelihood.
+
+Categories: the data vocabulary 0..V-1, plus EOS = V when the data has variable length. A datapoint of length L
+over D positions has log p(x) = sum_{t<L} log q[x_t] + (log q[EOS] if L < D else 0): at each position the model
+stops with probability q[EOS], and a sequence that reaches D positions stops for sure. These probabilities sum to
+one over every length and every token string, so the likelihood is exact.
+
+Because the model ignores positions, the loss of a batch depends only on its token counts: the gradient is
+``softmax(w) * n - counts`` (divided by the number of predicted variables), whatever the sequence order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from anyorder.data import DataSpace
+from anyorder.errors import ConfigError
+from anyorder.generate import filter_logits
+from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples
+from torch import Tensor, nn
+
+from anyorder_example.bag_of_tokens.config import BagOfTokensConfig
+
+
+class BagOfTokens(Objective):
+    """Position-independent unigram model with a learned logit vector (no network)."""
+
+    Config = BagOfTokensConfig
+    config: BagOfTokensConfig
+    likelihood_kind = "exact"
+
+    def build(self, space: DataSpace) -> None:
+        if not space.shared_vocab:
+            raise ConfigError(
+                "bag_of_tokens needs variables over one shared vocabulary; this dataset's variables have "
+                f"vocabularies of sizes {sorted(set(space.vocab_sizes))}"
+            )
+        self.vocab_size = space.vocab_size
+        self.eos_id = space.vocab_size if space.variable_length else None
+        num_categories = space.vocab_size + (1 if space.variable_length else 0)
+        self.logits = nn.Parameter(torch.randn(num_categories) * self.config.init_std)
+
+    # -- counting ----------------------------------------------------------------------------------------------------
+    def _counts(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per datapoint: how often each category is predicted [B, K] (EOS included) and how many variables [B]."""
+        tokens, lengths = batch["tokens"], batch["lengths"]
+        b, d = tokens.shape
+        k = self.logits.shape[0]
+        positions = torch.arange(d, device=tokens.device)
+        mask = positions[None] < lengths[:, None]
+        rows = torch.arange(b, device=tokens.device)[:, None].expand(b, d)
+        flat = (rows * k + tokens.clamp(0, k - 1))[mask]
+        counts = torch.bincount(flat, minlength=b * k).reshape(b, k).to(self.logits.dtype)
+        if self.eos_id is not None:
+            counts[:, self.eos_id] += (lengths < d).to(counts.dtype)
+        return counts, counts.sum(1)
+
+    def _check_tokens(self, batch: dict[str, Tensor]) -> None:
+        tokens = batch["tokens"]
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"bag_of_tokens: tokens must lie in [0, {self.vocab_size})")
+
+    # -- hooks -------------------------------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Tensor]) -> LossOutput:
+        counts, num = self._counts(batch)
+        total_counts, total = counts.sum(0), num.sum()
+        log_q = F.log_softmax(self.logits.float(), dim=0)
+        nats = -(total_counts * log_q).sum()
+        nll = nats / total.clamp(min=1)
+        eps = float(self.config.label_smoothing)
+        loss = nll if eps == 0 else (1 - eps) * nll - eps * log_q.mean()
+        terms = {"nll": nll, "entropy": -(log_q.exp() * log_q).sum()}
+        return LossOutput(loss=loss, terms=terms, nats=nats, num_tokens=total)
+
+    def log_likelihood(self, batch: dict[str, Tensor]) -> LogLikelihood:
+        self._check_tokens(batch)
+        counts, num = self._counts(batch)
+        log_q = F.log_softmax(self.logits.double(), dim=0)
+        return LogLikelihood(log_prob=(counts.double() * log_q).sum(1), num_tokens=num.long())
+
+    def sample(self, num: int, *, generator: torch.Generator, settings: dict[str, Any]) -> Samples:
+        assert self.space is not None
+        d = self.space.num_variables
+        max_len = min(int(settings.get("max_len") or 0) or d, d)
+        logits = filter_logits(self.logits.detach().float(), temperature=float(settings["temperature"]),
+                               top_k=int(settings["top_k"]), top_p=float(settings["top_p"]))
+        probs = logits.softmax(0).to(generator.device)
+        draws = torch.multinomial(probs, num * max_len, replacement=True, generator=generator).reshape(num, max_len)
+        draws = draws.to(self.logits.device)
+        if self.eos_id is None:
+            lengths = torch.full((num,), max_len, dtype=torch.long, device=draws.device)
+        else:
+            is_eos = draws == self.eos_id
+            # The first EOS ends a sequence; one without EOS fills all max_len positions.
+            lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1), max_len).long()
+        positions = torch.arange(max_len, device=draws.device)
+        tokens = torch.where(positions[None] < lengths[:, None], draws, 0)
+        return Samples(tokens=tokens, lengths=lengths)

@@ -1,0 +1,1 @@
+"""``repeat_pattern``: sequences that repeat a seeded random pattern, with uniform noise."""
