@@ -201,7 +201,7 @@ class Objective(L.LightningModule):
         return loss
 
     def _raise_non_finite(self, what: str, terms: dict[str, Tensor]) -> None:
-        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         raise NonFiniteLossError(
             f"training stopped at step {self.global_step}: {what}"
             + (f" (terms: {shown})" if shown else "")
