@@ -4,7 +4,7 @@ A plugin is registered under one of four entry-point groups::
 
     [options.entry_points]
     anyorder.objectives =
-        mle = anyorder_plugins.mle.config:MLEConfig
+        my_objective = my_package.objective_options:MyObjectiveConfig
 
 The entry point names the plugin's *options dataclass*, a light module with no torch import. The dataclass names
 its implementation class in the ``implementation`` class variable (``"module:Class"``). Reading and validating a
