@@ -177,7 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anyorder`` console script."""
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may also follow the options (`sample RUN --num 8 sample.temperature=0.7`); argparse leaves those over.
+    ns, rest = parser.parse_known_args(argv)
+    extra = [a for a in rest if "=" in a and not a.startswith("-")]
+    if len(extra) != len(rest):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in extra)}")
+    for attr in ("overrides", "args"):
+        if hasattr(ns, attr):
+            setattr(ns, attr, [*getattr(ns, attr), *extra])
+            break
+    else:
+        if extra:
+            parser.error(f"`anyorder {ns.command}` takes no key=value overrides: {' '.join(extra)}")
     try:
         return int(ns.func(ns))
     except AnyorderError as exc:

@@ -171,7 +171,7 @@ class ShardedLoader:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             return torch.randperm(n, generator=g)
-        return torch.arange(self.rank, n, self.world_size)
+        return torch.arange(n)[self.rank::self.world_size]  # empty when rank >= n
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         if self._pending is not None:

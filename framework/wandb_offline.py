@@ -61,7 +61,7 @@ class OfflineRun:
     """What one W&B run file holds.
 
     ``history`` has one dict per logged row (``wandb.log`` call), in order, with wandb's own keys (``_step``,
-    ``_runtime``, ``_timestamp``) and Lightning's ``trainer/global_step`` beside the metrics; media such as tables are
+    ``_runtime``, ``_timestamp``) and the step Lightning logged at (``trainer/global_step``) beside the metrics; media such as tables are
     dicts describing the file wandb wrote (``{"_type": "table-file", "path": ...}``). ``summary`` is the last value of
     each key, ``config`` the run config with W&B's own ``_wandb`` entry removed. ``complete`` is True when the file
     holds an exit record, i.e. the run was finished (``wandb.finish``) and the file was flushed; ``exit_code`` is
@@ -83,8 +83,9 @@ class OfflineRun:
     exit_code: int | None = None
 
     def values(self, key: str, step_key: str = "trainer/global_step") -> list[tuple[Any, Any]]:
-        """``(step, value)`` for every history row that has ``key``; the step is the row's ``step_key`` (Lightning's
-        global step by default), or W&B's ``_step`` where the row has no ``step_key``."""
+        """``(step, value)`` for every history row that has ``key``, in order. The step is the row's ``step_key``
+        (by default the step Lightning's ``WandbLogger`` logged the row at), or W&B's ``_step`` where the row has no
+        ``step_key``."""
         return [(row.get(step_key, row.get("_step")), row[key]) for row in self.history if key in row]
 
 
@@ -151,17 +152,16 @@ def iter_record_bytes(path: str | Path) -> Iterator[bytes]:
                                "followed by data)")
             pos += room
             continue
-        start = pos + CHUNK_HEADER_SIZE
-        end = start + length
-        if end > len(data):
-            break  # the file ends inside this chunk: a record still being written
         if length > room - CHUNK_HEADER_SIZE:
             raise RunError(f"{str(path)!r}: damaged W&B run file (the chunk at byte {pos} claims {length} bytes, "
                            f"more than the {room - CHUNK_HEADER_SIZE} left in its block)")
-        payload = data[start:end]
+        chunk_at, start = pos, pos + CHUNK_HEADER_SIZE
+        pos = start + length
+        if pos > len(data):
+            break  # the file ends inside this chunk: a record still being written
+        payload = data[start:pos]
         if zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
-            raise RunError(f"{str(path)!r}: damaged W&B run file (checksum mismatch in the chunk at byte {pos})")
-        pos = end
+            raise RunError(f"{str(path)!r}: damaged W&B run file (checksum mismatch in the chunk at byte {chunk_at})")
         if kind == FULL:
             pending = None
             yield payload
@@ -169,26 +169,26 @@ def iter_record_bytes(path: str | Path) -> Iterator[bytes]:
             pending = bytearray(payload)
         elif kind in (MIDDLE, LAST):
             if pending is None:
-                raise RunError(f"{str(path)!r}: damaged W&B run file (a continuation chunk at byte {pos - length - 7} "
+                raise RunError(f"{str(path)!r}: damaged W&B run file (the continuation chunk at byte {chunk_at} "
                                "follows no first chunk)")
             pending += payload
             if kind == LAST:
                 record, pending = bytes(pending), None
                 yield record
         else:
-            raise RunError(f"{str(path)!r}: damaged W&B run file (unknown chunk type {kind} at byte "
-                           f"{pos - length - 7})")
+            raise RunError(f"{str(path)!r}: damaged W&B run file (unknown chunk type {kind} at byte {chunk_at})")
 
 
 def iter_records(path: str | Path) -> Iterator[Any]:
     """The records of a W&B run file as ``wandb.proto.wandb_internal_pb2.Record`` messages."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
     for raw in iter_record_bytes(path):
         record = pb.Record()
         try:
             record.ParseFromString(raw)
-        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError differs between implementations
+        except DecodeError as exc:
             raise RunError(f"{str(path)!r}: a record is not a valid W&B protobuf message: {exc}") from exc
         yield record
 
