@@ -268,7 +268,7 @@ class DiscreteDataModule(L.LightningDataModule):
         return self.splits.space
 
     def _world(self) -> tuple[int, int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0, 1, 1
         return trainer.global_rank, trainer.world_size, int(trainer.accumulate_grad_batches)

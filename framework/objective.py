@@ -323,11 +323,17 @@ class Objective(L.LightningModule):
                 "val/num_sequences": stats["num_sequences"].float(),
                 "val/num_tokens": stats["num_tokens"].float(),
             }
-            # The values are already reduced over ranks; logging them unsynced avoids a second reduction.
-            self.log_dict(logs, on_step=False, on_epoch=True, sync_dist=False, prog_bar=False)
-            self.log("val_nll", logs["val/nll"], prog_bar=True, logger=False)
             if int(self.run_config["sample"]["num_val_samples"]) > 0 and not self.trainer.sanity_checking:
-                self._validation_samples()
+                logs.update(self._validation_samples())
+            # The values are already reduced over ranks: logged unsynced (no second reduction), for the callbacks
+            # (the `best` monitor) here, and for the loggers below at the step they describe. Lightning would log
+            # epoch-end values at its batch counter, one step before the checkpoint and samples of this validation.
+            self.log_dict(logs, on_step=False, on_epoch=True, sync_dist=False, logger=False)
+            self.log("val_nll", logs["val/nll"], prog_bar=True, logger=False)
+            if not self.trainer.sanity_checking:
+                values = {k: float(v) for k, v in logs.items()}
+                for logger in self.trainer.loggers:
+                    logger.log_metrics(values, step=self.global_step)
         finally:
             self._swap_out()
 
@@ -390,7 +396,7 @@ class Objective(L.LightningModule):
         datamodule = self.trainer.datamodule
         return [datamodule.decode(samples.tokens[i].cpu(), int(samples.lengths[i])) for i in range(len(samples.lengths))]
 
-    def _validation_samples(self) -> None:
+    def _validation_samples(self) -> dict[str, float]:
         total = int(self.run_config["sample"]["num_val_samples"])
         mine = len(range(self.global_rank, total, self.trainer.world_size))
         samples = self.draw(mine, seed=mix_seed(self.seed, self.global_step, self.global_rank, 17))
@@ -402,10 +408,9 @@ class Objective(L.LightningModule):
             for k, v in metric.compute().items():
                 logs[f"val/{k}"] = float(v)
             metric.reset()
-        if logs:
-            self.log_dict(logs, on_step=False, on_epoch=True, sync_dist=False)
         texts = [self.trainer.datamodule.to_text(o) for o in objs]
         self.last_samples = gather_objects(texts)
+        return logs
 
     # ------------------------------------------------------------------------------------------------------------
     # Checkpoints

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from anyorder.build import build_datamodule, build_objective, build_trainer
-from anyorder.callbacks import SampleWriter
+from anyorder.callbacks import LastCheckpoint, SampleWriter
 from anyorder.config import load_config
 from anyorder.evaluation import likelihood_report, write_report
 from anyorder.loggers import build_logger, finish
@@ -25,12 +25,11 @@ from anyorder.runs import (
 )
 
 
-def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint]:
-    """``last`` every ``train.ckpt_every_n_steps`` and ``best`` by ``train.monitor`` (the same on resume)."""
-    ckpt_dir = str(run_dir / "checkpoints")
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=int(cfg.train.ckpt_every_n_steps),
-                           save_top_k=1, monitor=None, enable_version_counter=False, save_on_train_epoch_end=False)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=str(cfg.train.monitor), mode="min",
+def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    """``last`` every ``train.ckpt_every_n_steps`` and at the end; ``best`` by ``train.monitor`` (same on resume)."""
+    ckpt_dir = run_dir / "checkpoints"
+    last = LastCheckpoint(ckpt_dir / "last.ckpt", int(cfg.train.ckpt_every_n_steps))
+    best = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=str(cfg.train.monitor), mode="min",
                            save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)
     return [last, best]
 
@@ -88,8 +87,6 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
             print(f"training interrupted at step {trainer.global_step}; resume with "
                   f"`anyorder train --resume {run_dir}` (continues from checkpoints/last.ckpt)")
             return run_dir
-        # The final state, whatever train.ckpt_every_n_steps is, so `--resume` and `evaluate` see the end of training.
-        trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"), weights_only=False)
         if cfg.train.test_at_end:
             trainer.test(model, datamodule=datamodule, verbose=False)
             if trainer.is_global_zero and model.test_results is not None:

@@ -61,11 +61,12 @@ class OfflineRun:
     """What one W&B run file holds.
 
     ``history`` has one dict per logged row (``wandb.log`` call), in order, with wandb's own keys (``_step``,
-    ``_runtime``, ``_timestamp``) and the step Lightning logged at (``trainer/global_step``) beside the metrics; media such as tables are
-    dicts describing the file wandb wrote (``{"_type": "table-file", "path": ...}``). ``summary`` is the last value of
-    each key, ``config`` the run config with W&B's own ``_wandb`` entry removed. ``complete`` is True when the file
-    holds an exit record, i.e. the run was finished (``wandb.finish``) and the file was flushed; ``exit_code`` is
-    that record's exit code.
+    ``_runtime``, ``_timestamp``) and the step Lightning logged at (``trainer/global_step``) beside the metrics;
+    media such as tables are dicts describing the file wandb wrote (``{"_type": "table-file", "path": ...}``).
+    ``summary`` is the last value of each key, ``config`` the run config without W&B's own ``_wandb`` entry.
+    ``complete`` is True when the file holds an exit record, i.e. the run was finished (``wandb.finish``) and the
+    file was flushed; ``exit_code`` is that record's exit code. ``resumed`` and ``starting_step`` are what the run
+    record says (an offline run cannot know about earlier parts of the same run: both stay unset there).
     """
 
     path: Path
@@ -181,11 +182,11 @@ def iter_record_bytes(path: str | Path) -> Iterator[bytes]:
 
 def iter_records(path: str | Path) -> Iterator[Any]:
     """The records of a W&B run file as ``wandb.proto.wandb_internal_pb2.Record`` messages."""
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
     from wandb.proto import wandb_internal_pb2 as pb
 
     for raw in iter_record_bytes(path):
-        record = pb.Record()
+        record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf classes have no stubs
         try:
             record.ParseFromString(raw)
         except DecodeError as exc:

@@ -4,6 +4,10 @@
   :func:`isolated_environment`).
 * :func:`tiny_overrides` returns ``key=value`` overrides that make any markov run small and fast.
 * :data:`REPO` is the repository root, e.g. to find ``configs/``; :data:`MARKOV_CONFIG` the markov config.
+
+Torch runs one intra-op thread per process in tests (``OMP_NUM_THREADS=1`` unless already set, before torch is
+imported, and inherited by subprocesses): test models are tiny, and on a small, busy machine a second OpenMP thread
+turns a 10 µs matmul into a 10 ms spin-wait (a tiny run took 46 s instead of 14 s under load).
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ DATA_MIRROR = REPO.parent / "shared" / "data"
 
 MARKOV_CONFIG = REPO / "configs" / "markov" / "mle.yaml"
 """The markov config most tests train (made tiny with :func:`tiny_overrides`)."""
+
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:  # imported before this file (by a pytest plugin): too late for the variable alone
+        sys.modules["torch"].set_num_threads(1)
 
 RUN_DIR_ENV = "ANYORDER_RUN_DIR"
 """``anyorder.runs.RUN_DIR_ENV``, spelled out so that this module imports nothing heavy."""

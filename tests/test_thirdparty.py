@@ -33,8 +33,8 @@ def _env(site: Path) -> dict[str, str]:
 
 
 def _run(args: list[str], site: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, env=_env(site), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, env=_env(site), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

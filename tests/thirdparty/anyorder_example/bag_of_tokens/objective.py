@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
 from anyorder.generate import filter_logits
 from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples
-from torch import Tensor, nn
-
 from anyorder_example.bag_of_tokens.config import BagOfTokensConfig
 
 

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 import torch
-from anyorder.data import DataSpace, DiscreteDataModule, Splits, TokenSet
 
+from anyorder.data import DataSpace, DiscreteDataModule, Splits, TokenSet
 from anyorder_example.repeat_pattern.config import RepeatPatternConfig
 
 SPLITS = ("train", "val", "test")
