@@ -24,7 +24,7 @@ from anyorder.errors import ConfigError
 from anyorder.registry import REGISTRY
 
 
-def opt(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" reads best at the call site
+def opt(default: Any, help: str, **kwargs: Any) -> Any:
     """A documented option: ``field(default=...)`` whose help text ``anyorder config --explain`` prints."""
     metadata_ = {"help": help, **kwargs.pop("metadata", {})}
     if isinstance(default, (list, dict, set)):
@@ -33,7 +33,7 @@ def opt(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - "help" r
     return field(default=default, metadata=metadata_, **kwargs)
 
 
-def plugin_field(kind: str, help: str, default: dict[str, Any] | None = None) -> Any:  # noqa: A002
+def plugin_field(kind: str, help: str, default: dict[str, Any] | None = None) -> Any:
     """An option that is itself a plugin section (``{name: ..., **options}``), e.g. a second network."""
     value = default if default is not None else {"name": "???"}  # OmegaConf's marker of a mandatory value
     return field(default_factory=lambda: dict(value), metadata={"help": help, "plugin": kind})
@@ -207,7 +207,7 @@ def load_yaml(path: str | Path) -> DictConfig:
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         loaded = OmegaConf.load(path)
-    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and OmegaConf errors alike
+    except Exception as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from exc
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")

@@ -7,8 +7,8 @@ for one. The W&B run id is stored in the run directory, so a resumed run continu
 from __future__ import annotations
 
 import netrc
-import secrets
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 

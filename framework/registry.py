@@ -178,7 +178,7 @@ class Registry:
         else:
             try:
                 config_class = _load_target(info.target)
-            except Exception as exc:  # noqa: BLE001 - any import error of a third-party plugin is reported, not raised raw
+            except Exception as exc:
                 raise PluginError(
                     f"{kind} plugin {name!r} from {info.origin} failed to load ({info.target}): "
                     f"{type(exc).__name__}: {exc}"
@@ -197,7 +197,7 @@ class Registry:
         target = plugin.config_class.implementation
         try:
             impl = _load_target(target) if isinstance(target, str) else target
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise PluginError(
                 f"{kind} plugin {name!r} from {plugin.info.origin} failed to load its implementation "
                 f"{target!r}: {type(exc).__name__}: {exc}"

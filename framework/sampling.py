@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 from anyorder.atomic import write_json, write_text
 from anyorder.errors import ConfigError
 from anyorder.objective import gather_objects

@@ -31,7 +31,7 @@ class CharTextConfig(PluginConfig):
     mirror: str = opt("", "local directory holding `filename` (offline use); empty means $ANYORDER_DATA_MIRROR")
     encoding: str = opt("utf-8", "text encoding of the file")
     block_size: int = opt(256, "characters per datapoint (the fixed sequence length)")
-    split: dict[str, float] = opt(  # noqa: RUF009 - opt() gives each instance its own copy of the default
+    split: dict[str, float] = opt(
         {"train": 0.9, "val": 0.05, "test": 0.05},
         "fractions of the text (by position, in this order) for train, val and test; they sum to 1",
     )

@@ -21,7 +21,7 @@ class DistinctNgramsConfig(PluginConfig):
 
     implementation: ClassVar[Any] = "anyorder_plugins.text_metrics.metric:DistinctNgrams"
 
-    n: list[int] = opt([1, 2, 3], "the n-gram orders to report, each >= 1")  # noqa: RUF009 - opt() copies it
+    n: list[int] = opt([1, 2, 3], "the n-gram orders to report, each >= 1")
     tokenize: str = opt("whitespace", "units of an n-gram: whitespace (words, the usual distinct-n) | char")
 
     def check(self) -> None:
