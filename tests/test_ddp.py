@@ -109,3 +109,13 @@ def test_cli_ddp_run_uses_one_run_directory(tmp_path: Path) -> None:
     with metrics_csv.open(newline="") as f:
         counts = [float(row["val/num_sequences"]) for row in csv.DictReader(f) if row.get("val/num_sequences")]
     assert counts == [NUM_VAL, NUM_VAL]  # both validations, every example once
+
+    # `anyorder sample` over 2 processes: each sample request is seeded by its global index, so the file equals the
+    # one a single process writes; the requests are split between the ranks, not repeated.
+    sharded, single = tmp_path / "ddp.jsonl", tmp_path / "one.jsonl"
+    _run(["-m", "anyorder.cli", "sample", str(run_dir), "--num", "9", "--out", str(sharded), "sample.batch_size=2",
+          *DDP], cwd=tmp_path)
+    _run(["-m", "anyorder.cli", "sample", str(run_dir), "--num", "9", "--out", str(single), "sample.batch_size=2",
+          "trainer.accelerator=cpu", "trainer.devices=1"], cwd=tmp_path)
+    assert sharded.read_text() == single.read_text() and len(single.read_text().splitlines()) == 9
+    assert json.loads((tmp_path / "ddp.jsonl.meta.json").read_text())["world_size"] == 2
