@@ -50,7 +50,9 @@ def build_trainer(cfg: DictConfig, *, logger: Any = False, callbacks: list[Any] 
         "enable_model_summary": False,
         "gradient_clip_val": None,  # clipping is done (and checked for NaN) by Objective.configure_gradient_clipping
     }
-    kwargs.update(passthrough)
+    user_plugins = passthrough.pop("plugins", None) or []
+    kwargs["plugins"] = [*kwargs["plugins"], *(user_plugins if isinstance(user_plugins, list) else [user_plugins])]
+    kwargs.update({str(k): v for k, v in passthrough.items()})
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
 

@@ -218,6 +218,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     """Load, override and validate a run config. Imports only the options modules of the named plugins."""
     raw = load_yaml(path) if path is not None else OmegaConf.create()
     merged = OmegaConf.merge(raw, parse_overrides(list(overrides)))
+    assert isinstance(merged, DictConfig)
     return validate(merged, source=str(path) if path is not None else "<overrides>")
 
 
@@ -406,12 +407,10 @@ def to_yaml(cfg: DictConfig | ListConfig) -> str:
 
 def plugin_options(kind: str, section: dict[str, Any] | DictConfig) -> Any:
     """The typed options instance of a validated plugin section."""
-    if isinstance(section, DictConfig):
-        container = OmegaConf.to_container(section, resolve=True)
-        assert isinstance(container, dict)
-        section = container
-    plugin = REGISTRY.get(kind, section["name"])
-    options = {k: v for k, v in section.items() if k != "name"}
+    plain = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else section
+    assert isinstance(plain, dict)
+    plugin = REGISTRY.get(kind, plain["name"])
+    options = {k: v for k, v in plain.items() if k != "name"}
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin.config_class), options))
 
 

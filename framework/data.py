@@ -145,7 +145,8 @@ class ShardedLoader:
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch, self.yielded = 0, 0
-        self._started, self._pending = False, None
+        self._started = False
+        self._pending: dict[str, int] | None = None
         if shuffle and len(data) < batch_size * world_size:
             raise ConfigError(
                 f"the training split has {len(data)} examples, fewer than one global batch "

@@ -93,4 +93,4 @@ class EMA:
             raise KeyError(f"EMA state lacks parameters: {sorted(missing)[:5]}")
         for n in self.shadow:
             self.shadow[n].copy_(shadow[n])
-        self.num_updates = int(state["num_updates"])  # type: ignore[arg-type]
+        self.num_updates = int(state["num_updates"])  # type: ignore[call-overload]

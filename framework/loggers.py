@@ -84,7 +84,7 @@ _BUILDERS: dict[str, Any] = {
 def log_text_table(logger: Any, key: str, texts: list[str], step: int) -> None:
     """Log samples as a table (W&B), as text (TensorBoard); CSV has no text channel (samples/ holds them)."""
     if isinstance(logger, WandbLogger):
-        logger.log_text(key=key, columns=["i", "sample"], data=[[i, t] for i, t in enumerate(texts)], step=step)
+        logger.log_text(key=key, columns=["i", "sample"], data=[[str(i), t] for i, t in enumerate(texts)], step=step)
     elif isinstance(logger, TensorBoardLogger):
         body = "\n\n".join(f"{i}: `{t}`" for i, t in enumerate(texts))
         logger.experiment.add_text(key, body, global_step=step)

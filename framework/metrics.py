@@ -44,6 +44,12 @@ class LikelihoodStats(torchmetrics.Metric):
     """
 
     full_state_update = False
+    count: Tensor
+    tokens: Tensor
+    nats: Tensor
+    nats_sq: Tensor
+    tokens_sq: Tensor
+    nats_tokens: Tensor
 
     def __init__(self) -> None:
         super().__init__()

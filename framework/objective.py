@@ -168,6 +168,10 @@ class Objective(L.LightningModule):
         self._built = True
         decay = float(self.run_config["train"]["ema_decay"])
         if decay > 0:
+            strategy = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
+            if "FSDP" in strategy or "DeepSpeed" in strategy:
+                # The EMA keeps full copies keyed by parameter name; sharded strategies flatten and split parameters.
+                raise ConfigError(f"train.ema_decay > 0 is not supported with {strategy} yet; set train.ema_decay=0")
             self.ema = EMA(self, decay)
         if self.run_config["train"].get("compile"):
             # In-place compile keeps parameter names, so checkpoints and EMA states load into uncompiled models.
@@ -200,7 +204,8 @@ class Objective(L.LightningModule):
         Values logged on other steps would be overwritten unseen, and each ``self.log`` costs ~0.3 ms of CPU."""
         step = self.global_step + 1
         trainer = self.trainer
-        return step % max(1, int(trainer.log_every_n_steps)) == 0 or trainer.should_stop or step >= trainer.max_steps
+        every = int(trainer.log_every_n_steps)  # type: ignore[attr-defined]  # set by the Trainer's logger connector
+        return step % max(1, every) == 0 or trainer.should_stop or step >= trainer.max_steps
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.loss(batch)
@@ -243,7 +248,7 @@ class Objective(L.LightningModule):
         if clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         # fp16 loss scaling expects occasional inf gradients (the scaler skips the step); other precisions do not.
         if str(self.trainer.precision) != "16-mixed" and not bool(torch.isfinite(norm)):
             what = f"the loss is {loss.item()}" if not bool(torch.isfinite(loss)) else f"the gradient norm is {norm}"
@@ -292,7 +297,8 @@ class Objective(L.LightningModule):
     def _param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         # Weight decay on matrices only: not on biases, norms or embeddings (the common transformer recipe).
         embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in self.parameters():
             if not p.requires_grad:
                 continue
@@ -337,7 +343,7 @@ class Objective(L.LightningModule):
         try:
             stats = self.val_stats.compute()
             self.val_stats.reset()
-            logs = {
+            logs: dict[str, Tensor | float] = {
                 "val/nll": stats["nll"].float(),
                 "val/nll_se": stats["nll_se"].float(),
                 "val/bits_per_token": (stats["nll"] / LN2).float(),
@@ -381,6 +387,12 @@ class Objective(L.LightningModule):
     # ------------------------------------------------------------------------------------------------------------
     # Samples at validation
     # ------------------------------------------------------------------------------------------------------------
+    def _datamodule(self) -> Any:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            raise RuntimeError("this needs the run's DataModule (pass datamodule= to the Trainer call)")
+        return datamodule
+
     def sample_metrics(self) -> list[SampleMetric]:
         """The run's metric plugins, built on first use."""
         if self._sample_metrics is None:
@@ -414,7 +426,7 @@ class Objective(L.LightningModule):
 
     def decode_samples(self, samples: Samples) -> list[Any]:
         """Samples as domain objects, through the DataModule."""
-        datamodule = self.trainer.datamodule
+        datamodule = self._datamodule()
         tokens, lengths = samples.tokens.cpu(), samples.lengths.tolist()
         return [datamodule.decode(tokens[i], n) for i, n in enumerate(lengths)]
 
@@ -430,7 +442,7 @@ class Objective(L.LightningModule):
             for k, v in metric.compute().items():
                 logs[f"val/{k}"] = float(v)
             metric.reset()
-        texts = [self.trainer.datamodule.to_text(o) for o in objs]
+        texts = [self._datamodule().to_text(o) for o in objs]
         self.last_samples = gather_objects(texts)
         return logs
 

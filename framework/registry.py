@@ -194,7 +194,7 @@ class Registry:
         if key in self._impl_cache:
             return self._impl_cache[key]
         plugin = self.get(kind, name)
-        target = plugin.config_class.implementation
+        target = getattr(plugin.config_class, "implementation", None)
         try:
             impl = _load_target(target) if isinstance(target, str) else target
         except Exception as exc:
@@ -235,6 +235,7 @@ class Registry:
         whose ``Config`` attribute is its options dataclass.
         """
         self._check_kind(kind)
+        config_class: Any
         if dataclasses.is_dataclass(plugin):
             config_class = plugin
         else:
@@ -245,7 +246,7 @@ class Registry:
                     f"options dataclass nor a class with a dataclass `Config` attribute"
                 )
             if not getattr(config_class, "implementation", None):
-                config_class.implementation = plugin  # type: ignore[attr-defined]
+                config_class.implementation = plugin  # type: ignore[union-attr]
         existing = self.claims(kind, name)
         if existing and not replace:
             raise PluginError(

@@ -55,7 +55,9 @@ def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "
     if not trainer.is_global_zero:
         return None
     gathered.sort(key=lambda r: r["index"])
-    objs, token_lists, stats_sum = [], [], {}
+    objs: list[Any] = []
+    token_lists: list[list[int]] = []
+    stats_sum: dict[str, float] = {}
     for r in gathered:
         for i in range(len(r["lengths"])):
             length = int(r["lengths"][i])

@@ -41,7 +41,9 @@ class MLE(Objective):
             input_vocab_sizes=(vocab + 1,), output_vocab_sizes=(out_vocab,),
             max_len=space.num_variables + 1, structure=space.structure, shape=space.shape,
         )
-        self.network = self.make_network(self.network_section, io, require=CausalNetwork)
+        network = self.make_network(self.network_section, io, require=CausalNetwork)
+        assert isinstance(network, CausalNetwork)
+        self.network = network
 
     def _token_nll(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Per-position NLL [B, T] (zero where nothing is predicted) and the mask of predicted positions."""
