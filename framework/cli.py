@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 from anyorder.errors import AnyorderError
@@ -177,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``anyorder`` console script."""
+    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; the message says nothing about the run.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     parser = build_parser()
     # Overrides may also follow the options (`sample RUN --num 8 sample.temperature=0.7`); argparse leaves those over.
     ns, rest = parser.parse_known_args(argv)
