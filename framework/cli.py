@@ -1,4 +1,4 @@
-"""The ``anyorder`` command line: train, config, plugins, sample, evaluate.
+"""The ``anyorder`` command line: train, config, plugins, sample, evaluate, evaluate-samples.
 
 Each command is a thin wrapper over a typed function (``anyorder.train.train``, ``anyorder.evaluation.evaluate``,
 ...), imported only when the command runs: ``anyorder config`` and ``anyorder plugins`` never import torch.
@@ -132,6 +132,24 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_samples(ns: argparse.Namespace) -> int:
+    from anyorder.sample_eval import evaluate_samples, format_table
+
+    dataset: dict[str, object] = {"name": ns.dataset}
+    for item in ns.overrides:
+        key, _, value = item.partition("=")
+        if not key.startswith("data."):
+            raise AnyorderError(f"{item!r}: evaluate-samples takes dataset options only, as data.<option>=<value>")
+        from omegaconf import OmegaConf
+
+        dataset[key[len("data."):]] = OmegaConf.from_dotlist([f"v={value}"]).v
+    metrics = [{"name": m} for m in ns.metrics.split(",")] if ns.metrics else None
+    report = evaluate_samples(ns.file, dataset, metrics=metrics, out=ns.out, seed=ns.seed)
+    print(format_table(report["values"]))
+    print(f"\nreport with protocol: {report['written_to']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anyorder", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="last", choices=["last", "best"])
     p.add_argument("--out", help="write the JSON report here instead of the run's eval/ directory")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("evaluate-samples", help="score a samples file with a dataset's metric suite",
+                       description="Score the samples in FILE (.txt: one per line; .jsonl: a 'sample' field) against "
+                                   "a dataset plugin's reference data; prints a table and writes JSON with the protocol.")
+    p.add_argument("file")
+    p.add_argument("overrides", nargs="*", metavar="data.key=value", help="dataset options, e.g. data.split_convention=gdss")
+    p.add_argument("--dataset", required=True, help="a dataset plugin name (see `anyorder plugins --kind dataset`)")
+    p.add_argument("--metrics", help="comma-separated metric plugins (default: the dataset's own suite)")
+    p.add_argument("--out", help="report path (default: FILE.scores.json)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dataset's splits (as the run used)")
+    p.set_defaults(func=cmd_evaluate_samples)
     return parser
 
 

@@ -238,6 +238,18 @@ class DiscreteDataModule(L.LightningDataModule):
         """How a decoded datapoint is shown in a table or a text file."""
         return str(obj)
 
+    def parse_text(self, text: str) -> Any:
+        """A datapoint from its text form (what :meth:`to_text` wrote), for scoring sample files; default: the text."""
+        return text
+
+    def default_metrics(self) -> list[dict[str, Any]]:
+        """The metric sections (``{name: ..., **options}``) this dataset is judged by when none are configured."""
+        return []
+
+    def protocol(self) -> dict[str, Any]:
+        """What a reported number depends on in this dataset (split convention, sizes, skipped items, ...)."""
+        return {}
+
     def reference(self) -> dict[str, float]:
         """Exactly known quantities of the data distribution (e.g. an entropy rate), recorded beside evaluations."""
         return {}
