@@ -117,9 +117,15 @@ def cmd_sample(ns: argparse.Namespace) -> int:
     from anyorder.runs import is_launch_rank_zero
     from anyorder.sampling import sample_run
 
-    meta = sample_run(ns.run, num=ns.num, out=ns.out, which=ns.checkpoint, overrides=ns.overrides)
+    meta = sample_run(ns.run, num=ns.num, out=ns.out, which=ns.checkpoint, overrides=ns.overrides,
+                      score_samples=not ns.no_score)
     if meta is not None and is_launch_rank_zero():
         print(f"wrote {meta['num_samples']} samples to {ns.out} (protocol: {ns.out}.meta.json)")
+        if "scores" in meta:
+            from anyorder.sample_eval import format_table
+
+            print(format_table(meta["scores"]))
+            print(f"scores with protocol: {ns.out}.scores.json")
     return 0
 
 
@@ -181,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, required=True)
     p.add_argument("--out", required=True, help="output file, .txt or .jsonl")
     p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.add_argument("--no-score", action="store_true", help="do not score the samples with the run's metrics")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="test NLL of a run, with standard error and protocol",

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -245,6 +246,10 @@ class DiscreteDataModule(L.LightningDataModule):
     def default_metrics(self) -> list[dict[str, Any]]:
         """The metric sections (``{name: ..., **options}``) this dataset is judged by when none are configured."""
         return []
+
+    def render(self, objs: Sequence[Any], path: Path) -> bool:
+        """Draw datapoints into an image file at ``path`` (e.g. a molecule grid); False when there is no picture."""
+        return False
 
     def protocol(self) -> dict[str, Any]:
         """What a reported number depends on in this dataset (split convention, sizes, skipped items, ...)."""

@@ -90,6 +90,18 @@ def log_text_table(logger: Any, key: str, texts: list[str], step: int) -> None:
         logger.experiment.add_text(key, body, global_step=step)
 
 
+def log_image(logger: Any, key: str, path: Path, step: int) -> None:
+    """Log an image file (W&B image, TensorBoard image); CSV has no image channel (the file stays on disk)."""
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key=key, images=[str(path)], step=step)
+    elif isinstance(logger, TensorBoardLogger):
+        import numpy as np
+        from PIL import Image
+
+        logger.experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")), global_step=step,
+                                    dataformats="HWC")
+
+
 def finish(logger: Any) -> None:
     """Close a W&B run cleanly, so its run file is complete when the process continues or exits."""
     if isinstance(logger, WandbLogger):

@@ -29,9 +29,11 @@ class SampleRequests:
 
 
 def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "last",
-               overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
+               overrides: list[str] | tuple[str, ...] = (), score_samples: bool = True) -> dict[str, Any] | None:
     """Write ``num`` samples of the run to ``out`` (``.txt``: one per line; ``.jsonl``: text and tokens) with a
-    ``<out>.meta.json`` protocol beside it. Returns the protocol on rank 0, ``None`` elsewhere."""
+    ``<out>.meta.json`` protocol beside it. With ``score_samples``, the run's metrics (else the dataset's suite) score
+    them into ``<out>.scores.json``, a picture is drawn when the dataset can, and both go to the run's logger.
+    Returns the protocol on rank 0, ``None`` elsewhere."""
     from anyorder.build import build_trainer, restore_run
 
     out = Path(out)
@@ -87,4 +89,32 @@ def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "
         "packages": package_versions(),
     }
     write_json(out.with_name(out.name + ".meta.json"), meta)
+    sections = list(cfg.metrics) or datamodule.default_metrics()
+    if sections and score_samples:
+        _score_and_log(restored, objs, sections, out, meta)
     return meta
+
+
+def _score_and_log(restored: Any, objs: list[Any], sections: list[Any], out: Path, meta: dict[str, Any]) -> None:
+    """Score the samples with the run's metrics (or the dataset's suite), write ``<out>.scores.json``, draw them if the
+    dataset can, and log both to the run's logger at the checkpoint's step."""
+    from omegaconf import OmegaConf
+
+    from anyorder.loggers import build_logger, finish, log_image
+    from anyorder.sample_eval import score
+
+    plain = [OmegaConf.to_container(s, resolve=True) if not isinstance(s, dict) else s for s in sections]
+    result = score(restored.datamodule, objs, plain)  # type: ignore[arg-type]
+    report = {**result, "protocol": {**meta, "dataset_protocol": restored.datamodule.protocol()}}
+    write_json(out.with_name(out.name + ".scores.json"), report)
+    picture = out.with_name(out.stem + ".png")
+    drawn = restored.datamodule.render(objs[:48], picture)
+    logger = build_logger(restored.cfg, restored.run_dir)
+    try:
+        if logger:
+            logger.log_metrics({f"samples/{k}": v for k, v in result["values"].items()}, step=restored.step)
+            if drawn:
+                log_image(logger, "samples/grid", picture, restored.step)
+    finally:
+        finish(logger)
+    meta["scores"] = result["values"]

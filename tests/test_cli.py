@@ -54,6 +54,10 @@ def test_sample_writes_files(run: Path, tmp_path: Path, capsys: pytest.CaptureFi
     again = tmp_path / "t.jsonl"
     assert main(["sample", str(run), "--num", "7", "--out", str(again), "sample.batch_size=3"]) == 0
     assert again.read_text() == out.read_text()
+    # The run's metrics scored the samples, and the run's (CSV) logger got them at the checkpoint's step.
+    scores = json.loads((tmp_path / "s.jsonl.scores.json").read_text())
+    assert set(scores["values"]) == {"distinct_1", "distinct_2", "distinct_3"}
+    assert scores["protocol"]["num_samples"] == 7
     txt = tmp_path / "s.txt"
     assert main(["sample", str(run), "--num", "3", "--out", str(txt)]) == 0
     assert len(txt.read_text().splitlines()) == 3
