@@ -98,6 +98,7 @@ def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "
 def _score_and_log(restored: Any, objs: list[Any], sections: list[Any], out: Path, meta: dict[str, Any]) -> None:
     """Score the samples with the run's metrics (or the dataset's suite), write ``<out>.scores.json``, draw them if the
     dataset can, and log both to the run's logger at the checkpoint's step."""
+    from lightning.pytorch.loggers import Logger
     from omegaconf import OmegaConf
 
     from anyorder.loggers import build_logger, finish, log_image
@@ -111,7 +112,7 @@ def _score_and_log(restored: Any, objs: list[Any], sections: list[Any], out: Pat
     drawn = restored.datamodule.render(objs[:48], picture)
     logger = build_logger(restored.cfg, restored.run_dir)
     try:
-        if logger:
+        if isinstance(logger, Logger):
             logger.log_metrics({f"samples/{k}": v for k, v in result["values"].items()}, step=restored.step)
             if drawn:
                 log_image(logger, "samples/grid", picture, restored.step)
