@@ -64,6 +64,16 @@ def _print_outputs(run_dir: object) -> None:
         if "sequence_entropy_nats_per_token" in ref:
             print(f"  true NLL         {ref['sequence_entropy_nats_per_token']:.4f} nats/token (the source's own, "
                   f"first tokens included); test NLL is {100 * r['excess_over_true_nll']:+.2f}% above it")
+    scores = run / "samples" / "final.txt.scores.json"
+    if scores.is_file():
+        from anyorder.sample_eval import format_table
+
+        report = json.loads(scores.read_text())
+        print(f"\n{report['protocol']['num_samples']} samples after training ({run / 'samples' / 'final.txt'}), "
+              f"scored into {scores}:")
+        print(format_table(report["values"]))
+        if "picture" in report["protocol"]:
+            print(f"  picture          {report['protocol']['picture']}")
     if (run / "wandb").is_dir():
         print(f"  W&B files        {run / 'wandb'} (offline runs: `wandb sync {run / 'wandb'}/offline-run-*`)")
 

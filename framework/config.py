@@ -96,6 +96,8 @@ class SampleConfig:
     """Sampling settings used at validation (sample tables) and by ``anyorder sample``."""
 
     num_val_samples: int = opt(8, "samples drawn and logged as a table at each validation (0 disables)")
+    num_final_samples: int = opt(0, "samples drawn after training into samples/final.txt, scored with the run's metrics "
+                                    "and the dataset's suite, and drawn when the dataset can (0 disables)")
     temperature: float = opt(1.0, "softmax temperature")
     top_k: int = opt(0, "keep the k most likely tokens; 0 disables")
     top_p: float = opt(1.0, "nucleus sampling mass; 1.0 disables")

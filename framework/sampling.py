@@ -31,28 +31,35 @@ class SampleRequests:
 def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "last",
                overrides: list[str] | tuple[str, ...] = (), score_samples: bool = True) -> dict[str, Any] | None:
     """Write ``num`` samples of the run to ``out`` (``.txt``: one per line; ``.jsonl``: text and tokens) with a
-    ``<out>.meta.json`` protocol beside it. With ``score_samples``, the run's metrics (else the dataset's suite) score
+    ``<out>.meta.json`` protocol beside it. With ``score_samples``, the run's metrics and the dataset's suite score
     them into ``<out>.scores.json``, a picture is drawn when the dataset can, and both go to the run's logger.
     Returns the protocol on rank 0, ``None`` elsewhere."""
     from anyorder.build import build_trainer, restore_run
 
-    out = Path(out)
-    if out.suffix not in (".txt", ".jsonl"):
+    check_output(out, num)
+    restored = restore_run(run_dir, which=which, overrides=overrides)
+    trainer = build_trainer(restored.cfg, logger=False, enable_progress_bar=False)
+    restored.datamodule.setup()
+    checkpoint = str(restored.checkpoint.relative_to(restored.run_dir))
+    return draw_to_file(trainer, restored.model, restored.datamodule, restored.cfg, restored.run_dir, num=num,
+                        out=Path(out), checkpoint=checkpoint, step=restored.step, score_samples=score_samples)
+
+
+def check_output(out: str | Path, num: int) -> None:
+    """Reject an output name or count that :func:`draw_to_file` cannot serve, before any work."""
+    if Path(out).suffix not in (".txt", ".jsonl"):
         raise ConfigError(f"--out {str(out)!r}: use a .txt (one sample per line) or .jsonl file name")
     if num < 1:
-        raise ConfigError("--num must be at least 1")
-    restored = restore_run(run_dir, which=which, overrides=overrides)
-    cfg, model, datamodule = restored.cfg, restored.model, restored.datamodule
-    trainer = build_trainer(cfg, logger=False, enable_progress_bar=False)
+        raise ConfigError("the number of samples must be at least 1")
+
+
+def draw_to_file(trainer: Any, model: Any, datamodule: Any, cfg: Any, run_dir: Path, *, num: int, out: Path,
+                 checkpoint: str, step: int, score_samples: bool = True, logger: Any = None) -> dict[str, Any] | None:
+    """Draw ``num`` samples with ``trainer.predict`` (sharded over its devices), write them with their protocol on
+    rank 0, and score, draw and log them there (to ``logger``, else the run's own logger). Every rank must call it."""
     batch = max(1, int(cfg.sample.batch_size))
-
-    class _Loader(SampleRequests):
-        def __init__(self) -> None:
-            super().__init__(num, batch, trainer.global_rank, trainer.world_size)
-
-    datamodule.setup()
-    datamodule.predict_dataloader = _Loader  # type: ignore[method-assign]
-    results = trainer.predict(model, datamodule=datamodule, return_predictions=True) or []
+    requests = SampleRequests(num, batch, trainer.global_rank, trainer.world_size)
+    results = trainer.predict(model, dataloaders=requests, return_predictions=True) or []
     gathered = gather_objects(list(results))
     if not trainer.is_global_zero:
         return None
@@ -76,9 +83,9 @@ def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "
     meta = {
         "file": out.name,
         "num_samples": len(texts),
-        "run": str(restored.run_dir),
-        "checkpoint": str(restored.checkpoint.relative_to(restored.run_dir)),
-        "step": restored.step,
+        "run": str(run_dir),
+        "checkpoint": checkpoint,
+        "step": step,
         "ema_weights": model.ema is not None and bool(cfg.sample.use_ema),
         "settings": dict(cfg.sample),
         "seed": int(cfg.seed),
@@ -89,13 +96,17 @@ def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "
         "packages": package_versions(),
     }
     write_json(out.with_name(out.name + ".meta.json"), meta)
-    sections = list(cfg.metrics) or datamodule.default_metrics()
+    # The run's metrics plus the dataset's own suite (once each): a full evaluation, not only the cheap val metrics.
+    sections = list(cfg.metrics)
+    named = {s["name"] for s in sections}
+    sections += [s for s in datamodule.default_metrics() if s["name"] not in named]
     if sections and score_samples:
-        _score_and_log(restored, objs, sections, out, meta)
+        _score_and_log(datamodule, cfg, run_dir, step, objs, sections, out, meta, logger)
     return meta
 
 
-def _score_and_log(restored: Any, objs: list[Any], sections: list[Any], out: Path, meta: dict[str, Any]) -> None:
+def _score_and_log(datamodule: Any, cfg: Any, run_dir: Path, step: int, objs: list[Any], sections: list[Any],
+                   out: Path, meta: dict[str, Any], logger: Any) -> None:
     """Score the samples with the run's metrics (or the dataset's suite), write ``<out>.scores.json``, draw them if the
     dataset can, and log both to the run's logger at the checkpoint's step."""
     from lightning.pytorch.loggers import Logger
@@ -105,17 +116,22 @@ def _score_and_log(restored: Any, objs: list[Any], sections: list[Any], out: Pat
     from anyorder.sample_eval import score
 
     plain = [OmegaConf.to_container(s, resolve=True) if not isinstance(s, dict) else s for s in sections]
-    result = score(restored.datamodule, objs, plain)  # type: ignore[arg-type]
-    report = {**result, "protocol": {**meta, "dataset_protocol": restored.datamodule.protocol()}}
-    write_json(out.with_name(out.name + ".scores.json"), report)
+    result = score(datamodule, objs, plain)  # type: ignore[arg-type]
     picture = out.with_name(out.stem + ".png")
-    drawn = restored.datamodule.render(objs[:48], picture)
-    logger = build_logger(restored.cfg, restored.run_dir)
+    drawn = datamodule.render(objs[:48], picture)
+    if drawn:
+        meta["picture"] = str(picture)
+    report = {**result, "protocol": {**meta, "dataset_protocol": datamodule.protocol()}}
+    write_json(out.with_name(out.name + ".scores.json"), report)
+    own = logger is None
+    if own:
+        logger = build_logger(cfg, run_dir)
     try:
         if isinstance(logger, Logger):
-            logger.log_metrics({f"samples/{k}": v for k, v in result["values"].items()}, step=restored.step)
+            logger.log_metrics({f"samples/{k}": v for k, v in result["values"].items()}, step=step)
             if drawn:
-                log_image(logger, "samples/grid", picture, restored.step)
+                log_image(logger, "samples/grid", picture, step)
     finally:
-        finish(logger)
+        if own:
+            finish(logger)
     meta["scores"] = result["values"]

@@ -23,6 +23,7 @@ from anyorder.runs import (
     is_launch_rank_zero,
     require_run_dir,
 )
+from anyorder.sampling import draw_to_file
 
 
 def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
@@ -98,6 +99,11 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
                 write_report(run_dir / "eval" / "test-final.json", report)
                 for lg in trainer.loggers:
                     lg.log_metrics({f"test/{k}": v for k, v in model.test_results.items()}, step=trainer.global_step)
+        if int(cfg.sample.num_final_samples) > 0:
+            draw_to_file(trainer, model, datamodule, cfg, run_dir, num=int(cfg.sample.num_final_samples),
+                         out=run_dir / "samples" / "final.txt", step=trainer.global_step,
+                         checkpoint="final weights (in memory, equal to checkpoints/last.ckpt)",
+                         logger=logger if logger else False)
     finally:
         finish(logger)
     return run_dir
