@@ -17,6 +17,7 @@ CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
 SHRINK = {
     "network.n_layers": 1, "network.d_model": 16, "network.n_heads": 2, "network.d_ff": 32,
     "data.num_train": 64, "data.num_val": 8, "data.num_test": 8, "data.length": 16, "data.block_size": 16,
+    "sample.num_final_samples": 6,
 }
 
 
@@ -27,11 +28,12 @@ def _shrink(config: Path, tmp_path: Path) -> list[str]:
         f"output_dir={tmp_path / 'runs'}", "logger.name=csv", "train.max_steps=2", "train.global_batch_size=4",
         "train.val_batch_size=4", "train.val_every_n_steps=2", "train.limit_val_batches=2", "sample.num_val_samples=2",
         "sample.max_len=8", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1",
+        "trainer.limit_test_batches=2",
     ]
 
 
 def test_configs_are_shipped() -> None:
-    assert {p.parent.name for p in CONFIGS} >= {"markov", "tiny_shakespeare"}
+    assert {p.parent.name for p in CONFIGS} >= {"markov", "tiny_shakespeare", "qm9", "mol_embedded"}
     for p in CONFIGS:
         assert p.stem in {"mle"} or load_config(p).objective.name == p.stem, f"{p}: file name must be the objective"
 
