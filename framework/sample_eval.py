@@ -36,6 +36,9 @@ def score(datamodule: Any, samples: Sequence[Any], metric_sections: Sequence[dic
     for section in metric_sections:
         impl = REGISTRY.implementation("metric", section["name"])
         metric = impl(plugin_options("metric", section), datamodule)
+        # Every sample is in this process (gathered on rank 0 after distributed sampling): no reduction over ranks,
+        # which would wait for ranks that have finished.
+        metric.distributed_available_fn = lambda: False  # the constructor option, set after construction
         start = time.perf_counter()
         metric.update(list(samples))
         result = {k: float(v) for k, v in metric.compute().items()}

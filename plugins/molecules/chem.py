@@ -13,9 +13,9 @@ printed.
 
 from __future__ import annotations
 
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 
-RDLogger.DisableLog("rdApp.*")
+rdBase.DisableLog("rdApp.*")
 
 # Bond order -> RDKit bond type, for the orders the graph codecs use.
 BOND_TYPES: dict[int, Chem.BondType] = {

@@ -154,8 +154,8 @@ class GraphCodec:
         self._token_types: dict[str, int] = {}
         self._by_size: list[tuple[np.ndarray, np.ndarray]] = []
         for k in range(n + 1):
-            r, c = np.triu_indices(k, k=1)
-            self._by_size.append((r * k + c, n + edge_index[r, c]))
+            rows_k, cols_k = np.triu_indices(k, k=1)
+            self._by_size.append((rows_k * k + cols_k, n + edge_index[rows_k, cols_k]))
 
     # ---------------------------------------------------------------------------------------------------- building
     @classmethod

@@ -111,7 +111,7 @@ class MoleculeDataModule(DiscreteDataModule):
 
     # -- to implement ---------------------------------------------------------------------------------------------
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]  # LightningDataModule declares a settable `name`; ours is fixed
         """The dataset's name (its entry-point name)."""
         return type(self.config).dataset_name
 

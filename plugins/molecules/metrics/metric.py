@@ -116,6 +116,10 @@ class MolValidity(MoleculeMetric):
 
     Config = MolValidityConfig
     config: MolValidityConfig
+    count: Tensor
+    valid: Tensor
+    connected: Tensor
+    corrected: Tensor
 
     def __init__(self, config: MolValidityConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
@@ -145,6 +149,7 @@ class MolUniqueness(MoleculeMetric):
     """``uniqueness``: distinct canonical SMILES hashes among the valid samples / valid samples."""
 
     Config = MolUniquenessConfig
+    hashes: list[Tensor]
 
     def __init__(self, config: MolUniquenessConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
@@ -167,6 +172,7 @@ class MolNovelty(MoleculeMetric):
 
     Config = MolNoveltyConfig
     config: MolNoveltyConfig
+    hashes: list[Tensor]
 
     def __init__(self, config: MolNoveltyConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
@@ -191,6 +197,7 @@ class FCD(MoleculeMetric):
 
     Config = FCDConfig
     config: FCDConfig
+    activations: list[Tensor]
 
     def __init__(self, config: FCDConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
@@ -226,6 +233,9 @@ class NSPDK(MoleculeMetric):
 
     Config = NSPDKConfig
     config: NSPDKConfig
+    ids: list[Tensor]
+    values: list[Tensor]
+    count: Tensor
 
     def __init__(self, config: NSPDKConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
@@ -265,6 +275,8 @@ class MolProperties(MoleculeMetric):
 
     Config = MolPropertiesConfig
     config: MolPropertiesConfig
+    sas: list[Tensor]
+    qed: list[Tensor]
 
     def __init__(self, config: MolPropertiesConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
@@ -295,6 +307,10 @@ class MolTypeDistributions(MoleculeMetric):
 
     Config = MolTypeDistributionsConfig
     config: MolTypeDistributionsConfig
+    atom_keys: list[Tensor]
+    atom_counts: list[Tensor]
+    bond_keys: list[Tensor]
+    bond_counts: list[Tensor]
 
     def __init__(self, config: MolTypeDistributionsConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
