@@ -16,7 +16,6 @@ validation likelihoods reduced over ranks, samples and sample metrics at validat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -476,8 +475,3 @@ def gather_objects(items: list[Any]) -> list[Any]:
     parts: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(parts, items)
     return [x for part in parts for x in part]
-
-
-def text_table(texts: Sequence[str]) -> list[list[Any]]:
-    """Rows ``[i, text]`` for a sample table."""
-    return [[i, t] for i, t in enumerate(texts)]

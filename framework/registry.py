@@ -21,7 +21,6 @@ import dataclasses
 import difflib
 import importlib
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -265,12 +264,6 @@ class Registry:
         self._programmatic.pop((kind, name), None)
         self._config_cache.pop((kind, name), None)
         self._impl_cache.pop((kind, name), None)
-
-    def all_infos(self) -> Iterable[tuple[str, str, list[PluginInfo]]]:
-        """Every (kind, name, claims) triple, for listings."""
-        for kind in KINDS:
-            for name in self.names(kind):
-                yield kind, name, self.claims(kind, name)
 
 
 def _check_config_class(info: PluginInfo, config_class: Any) -> None:
