@@ -529,6 +529,17 @@ def read_lines(path: Path, *, skip_header: bool) -> list[str]:
     return [x.strip() for x in (lines[1:] if skip_header else lines)]
 
 
+def published_split(n: int, test_ids: Iterable[int], convention: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted 0-based train and test rows of ``n`` molecules from a published list of test ids.
+
+    ``gdss`` reads an id as the row itself; ``moflow`` reads it as row + 1 (ids counted from 1)."""
+    offset = 0 if convention == "gdss" else 1
+    test = rows((i - offset for i in test_ids), n, f"{what} ({convention})")
+    mask = np.ones(n, dtype=bool)
+    mask[test] = False
+    return np.flatnonzero(mask), np.sort(test)
+
+
 def rows(values: Iterable[int], n: int, what: str) -> np.ndarray:
     """Row indices as an int64 array, checked to lie in ``range(n)``."""
     arr = np.asarray(list(values), dtype=np.int64)

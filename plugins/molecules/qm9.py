@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from anyorder.downloads import fetch
-from anyorder_plugins.molecules.datamodule import MoleculeDataModule, read_lines, rows
+from anyorder_plugins.molecules.datamodule import MoleculeDataModule, published_split, read_lines
 from anyorder_plugins.molecules.qm9_config import QM9_SHA256, QM9_SPLIT_SHA256, QM9_SPLIT_URL, QM9_URL, QM9Config
 
 QM9_FILE = "qm9_smiles.csv"
@@ -42,11 +42,8 @@ class QM9DataModule(MoleculeDataModule):
         csv_path, split_path = self._fetch()
         smiles = read_lines(csv_path, skip_header=True)
         ids = [int(x) for x in json.loads(split_path.read_text())["valid_idxs"]]
-        offset = 0 if self.config.split_convention == "gdss" else 1
-        test = rows((i - offset for i in ids), len(smiles), f"qm9 ({self.config.split_convention})")
-        mask = np.ones(len(smiles), dtype=bool)
-        mask[test] = False
-        return smiles, np.flatnonzero(mask), np.sort(test)
+        train, test = published_split(len(smiles), ids, self.config.split_convention, "qm9")
+        return smiles, train, test
 
     def load_smiles(self) -> dict[str, list[str]]:
         smiles, train, test = self.split_rows()

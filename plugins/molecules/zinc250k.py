@@ -12,7 +12,7 @@ import numpy as np
 
 from anyorder.downloads import fetch
 from anyorder.errors import DataError
-from anyorder_plugins.molecules.datamodule import MoleculeDataModule, rows
+from anyorder_plugins.molecules.datamodule import MoleculeDataModule, published_split
 from anyorder_plugins.molecules.zinc250k_config import (
     ZINC_FILE,
     ZINC_SPLIT_FILE,
@@ -72,12 +72,9 @@ class Zinc250kDataModule(MoleculeDataModule):
         """All SMILES in file order, and the 0-based train and test rows under ``split_convention``."""
         csv_path, split_path = self._fetch()
         smiles = read_zinc_csv(csv_path)
-        offset = 0 if self.config.split_convention == "gdss" else 1
         values = [int(x) for x in json.loads(split_path.read_text())]
-        test = rows((i - offset for i in values), len(smiles), f"zinc250k ({self.config.split_convention})")
-        mask = np.ones(len(smiles), dtype=bool)
-        mask[test] = False
-        return smiles, np.flatnonzero(mask), np.sort(test)
+        train, test = published_split(len(smiles), values, self.config.split_convention, "zinc250k")
+        return smiles, train, test
 
     def load_smiles(self) -> dict[str, list[str]]:
         smiles, train, test = self.split_rows()

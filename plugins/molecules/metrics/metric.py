@@ -145,13 +145,12 @@ class MolValidity(MoleculeMetric):
         return out
 
 
-class MolUniqueness(MoleculeMetric):
-    """``uniqueness``: distinct canonical SMILES hashes among the valid samples / valid samples."""
+class _CanonicalHashes(MoleculeMetric):
+    """Keeps a 64-bit hash of each valid sample's canonical SMILES (concatenated over ranks)."""
 
-    Config = MolUniquenessConfig
     hashes: list[Tensor]
 
-    def __init__(self, config: MolUniquenessConfig, datamodule: Any = None) -> None:
+    def __init__(self, config: Any, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
         self.add_state("hashes", default=[], dist_reduce_fx="cat")
 
@@ -159,6 +158,12 @@ class MolUniqueness(MoleculeMetric):
         """Add the hashes of the valid samples' canonical SMILES."""
         _, smiles = self._valid(samples)
         self.hashes.append(torch.tensor(_hashes(smiles), dtype=torch.int64, device=self.device))
+
+
+class MolUniqueness(_CanonicalHashes):
+    """``uniqueness``: distinct canonical SMILES hashes among the valid samples / valid samples."""
+
+    Config = MolUniquenessConfig
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """Unique / valid (0 when no sample is valid)."""
@@ -167,21 +172,11 @@ class MolUniqueness(MoleculeMetric):
         return {"uniqueness": torch.tensor(value, dtype=torch.float64)}
 
 
-class MolNovelty(MoleculeMetric):
+class MolNovelty(_CanonicalHashes):
     """``novelty``: valid unique samples absent from the reference (training) split / valid unique."""
 
     Config = MolNoveltyConfig
     config: MolNoveltyConfig
-    hashes: list[Tensor]
-
-    def __init__(self, config: MolNoveltyConfig, datamodule: Any = None) -> None:
-        super().__init__(config, datamodule)
-        self.add_state("hashes", default=[], dist_reduce_fx="cat")
-
-    def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
-        """Add the hashes of the valid samples' canonical SMILES."""
-        _, smiles = self._valid(samples)
-        self.hashes.append(torch.tensor(_hashes(smiles), dtype=torch.int64, device=self.device))
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """Novel unique / valid unique (0 when no sample is valid)."""
