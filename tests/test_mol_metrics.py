@@ -16,6 +16,7 @@ import math
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from rdkit.Contrib.SA_Score import sascorer
 
 from anyorder.errors import ConfigError
 from anyorder_plugins.molecules.metrics import config as mcfg
-from anyorder_plugins.molecules.metrics import core
+from anyorder_plugins.molecules.metrics import core, reference
 from anyorder_plugins.molecules.metrics import metric as mm
 
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
@@ -540,3 +541,78 @@ def test_configs_resolve_through_the_registry() -> None:
             metric.update(["CCO", "c1ccccc1"])
         finally:
             REGISTRY.unregister("metric", key)
+
+
+# -- the disk store of reference statistics ------------------------------------------------------------------------
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each reference build that runs (rather than being read from the store)."""
+    built: list[str] = []
+    real = reference.cached
+
+    def spy(metric: str, key: Any, split: str, smiles: Any, build: Any) -> Any:
+        def counted(s: list[str]) -> Any:
+            built.append(metric)
+            return build(s)
+        return real(metric, key, split, smiles, counted)
+
+    monkeypatch.setattr(reference, "cached", spy)
+    return built
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_stored_reference_statistics_are_reused_and_equal(name: str, expected: dict[str, float], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANYORDER_CACHE", str(tmp_path))
+    built = _counting(monkeypatch)
+    values = []
+    for _ in range(2):  # a new datamodule each time: only the disk store can save the second build
+        cls, config = PLUGINS[name]
+        metric = cls(config(), FakeMoleculeData(TRAIN, TEST))
+        metric.update(PLUGIN_SAMPLES)
+        values.append({k: v.item() for k, v in metric.compute().items()})
+    uses_reference = name not in ("mol_validity", "mol_uniqueness")
+    assert len(built) == (1 if uses_reference else 0)
+    assert len(list(reference.store_dir().glob("*.npz"))) == len(built)
+    for key, value in values[0].items():
+        assert values[1][key] == value, key
+        assert value == pytest.approx(expected[key], rel=1e-9, abs=1e-9), key
+
+
+def test_reference_store_key_damage_and_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANYORDER_CACHE", str(tmp_path))
+    calls: list[list[str]] = []
+
+    def build(smiles: list[str]) -> dict[str, np.ndarray]:
+        calls.append(smiles)
+        return {"n": np.array([len(smiles)], dtype=np.int64), "x": np.arange(3, dtype=np.float64) / 7}
+
+    first = reference.cached("m", 1, "test", ["CCO", "CCN"], build)
+    again = reference.cached("m", 1, "test", ["CCO", "CCN"], build)
+    assert len(calls) == 1 and set(again) == {"n", "x"}
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    for other in [("m", 2, "test", ["CCO", "CCN"]), ("m", 1, "val", ["CCO", "CCN"]),
+                  ("m", 1, "test", ["CCN", "CCO"]), ("other", 1, "test", ["CCO", "CCN"])]:
+        reference.cached(*other, build)  # type: ignore[arg-type]
+    assert len(calls) == 5
+    files = sorted(reference.store_dir().glob("*.npz"))
+    assert len(files) == 5
+    for path in files:
+        path.write_bytes(b"not an npz archive")
+    reference.cached("m", 1, "test", ["CCO", "CCN"], build)  # damaged: recomputed (and rewritten), not trusted
+    assert len(calls) == 6
+    reference.cached("m", 1, "test", ["CCO", "CCN"], build)
+    assert len(calls) == 6
+    monkeypatch.setenv(reference.DISABLE_ENV, "0")
+    reference.cached("m", 1, "test", ["CCO", "CCN"], build)
+    assert len(calls) == 7
+
+
+def test_reference_store_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANYORDER_CACHE", str(tmp_path))
+    path = reference.store_dir() / f"m-{reference.key('m', 1, 'test', ['C'])[:32]}.npz"
+    path.parent.mkdir(parents=True)
+    np.savez(path, obj=np.array([{"a": 1}], dtype=object))  # an object array needs pickle to load
+    out = reference.cached("m", 1, "test", ["C"], lambda s: {"ok": np.ones(1)})
+    assert set(out) == {"ok"}

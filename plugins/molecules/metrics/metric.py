@@ -14,7 +14,9 @@ states are gathered sees exactly what one process would have seen:
 * ``mol_type_distributions``: per update, (hashed type, count) pairs of atom types and bond types.
 
 Reference data (``datamodule.reference_smiles(split)``) is turned into hashes, ChemNet statistics, an NSPDK mean
-embedding, property values or histograms once per datamodule instance and kept while the datamodule lives.
+embedding, property values or histograms once per datamodule instance and kept while the datamodule lives; the
+numeric results are also kept on disk, under a digest of the reference SMILES, the options and the code
+(:mod:`.reference`), so that a later run or ``evaluate-samples`` on the same data does not recompute them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
 from anyorder.metrics import SampleMetric
-from anyorder_plugins.molecules.metrics import core
+from anyorder_plugins.molecules.metrics import core, reference
 from anyorder_plugins.molecules.metrics.config import (
     FCDConfig,
     MolNoveltyConfig,
@@ -89,8 +91,9 @@ class MoleculeMetric(SampleMetric):
         parsed = _parse(samples)
         return [m for m in parsed[0] if m is not None], parsed[1]
 
-    def _reference(self, key: Any, build: Callable[[list[str]], Any], split: str) -> Any:
-        """``build(reference canonical SMILES of split)``, computed once per datamodule instance and key."""
+    def _reference(self, key: Any, build: Callable[[list[str]], reference.Arrays], split: str) -> reference.Arrays:
+        """``build(reference canonical SMILES of split)``: named numeric arrays, computed once per datamodule
+        instance and key, and read from the disk store (:func:`.reference.cached`) when it holds them."""
         try:
             cache = _REFERENCE_CACHE.setdefault(self.datamodule, {})
         except TypeError:  # None, or a datamodule that cannot be weakly referenced
@@ -101,7 +104,8 @@ class MoleculeMetric(SampleMetric):
             if getter is None:
                 raise RuntimeError(f"{type(self).__name__} needs a datamodule with reference_smiles(split) "
                                    f"(a molecule datamodule); got {type(self.datamodule).__name__}")
-            cache[full_key] = build(list(getter(split)))
+            smiles = list(getter(split))
+            cache[full_key] = reference.cached(type(self).__name__, key, split, smiles, build)
         return cache[full_key]
 
 
@@ -181,9 +185,9 @@ class MolNovelty(_CanonicalHashes):
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """Novel unique / valid unique (0 when no sample is valid)."""
         split = self.config.reference_split
-        reference = self._reference("hashes", lambda s: np.unique(np.array(_hashes(s), dtype=np.int64)), split)
+        ref = self._reference("hashes", lambda s: {"hashes": np.unique(np.array(_hashes(s), dtype=np.int64))}, split)
         unique = np.unique(_cat(self.hashes, torch.int64).cpu().numpy())
-        value = float(np.mean(~np.isin(unique, reference))) if len(unique) else 0.0
+        value = float(np.mean(~np.isin(unique, ref["hashes"]))) if len(unique) else 0.0
         return {"novelty": torch.tensor(value, dtype=torch.float64)}
 
 
@@ -209,12 +213,13 @@ class FCD(MoleculeMetric):
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """The Fréchet distance between the Gaussian fits of the samples' and the reference's activations."""
-        def build(smiles: list[str]) -> dict[str, np.ndarray]:
+        def build(smiles: list[str]) -> reference.Arrays:
             canon = [core.canonical_strict(s) for s in smiles]
             act = core.chemnet_activations(canon, int(self.config.batch_size), self._chemnet_device())
             return core.gaussian_stats(act)
 
-        ref = self._reference("stats", build, self.config.reference_split)
+        # ChemNet's float32 activations differ slightly between a CPU and an accelerator: separate statistics.
+        ref = self._reference(("stats", torch.device(self._chemnet_device()).type), build, self.config.reference_split)
         act = _cat(self.activations, torch.float32, 512).cpu().numpy()
         value = float("nan")
         if act.shape[0] >= 2:
@@ -252,10 +257,12 @@ class NSPDK(MoleculeMetric):
         """||mean embedding of the samples - mean embedding of the reference||^2 (NaN when no sample is valid)."""
         radius, distance = int(self.config.radius), int(self.config.distance)
 
-        def build(smiles: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            return core.mean_embedding(*core.nspdk_batch(_reference_mols(smiles), radius, distance))
+        def build(smiles: list[str]) -> reference.Arrays:
+            ids, values = core.mean_embedding(*core.nspdk_batch(_reference_mols(smiles), radius, distance))
+            return {"ids": ids, "values": values}
 
-        ref = self._reference((radius, distance), build, self.config.reference_split)
+        stored = self._reference((radius, distance), build, self.config.reference_split)
+        ref = (stored["ids"], stored["values"])
         count = int(self.count.item())
         value = float("nan")
         if count:
@@ -290,10 +297,14 @@ class MolProperties(MoleculeMetric):
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``sas_mean``, ``sas_w1``, ``sas_mean_diff``, ``qed_mean``, ``qed_w1``, ``qed_mean_diff``."""
-        ref = self._reference("values", lambda s: core.sas_qed(s, self._workers()), self.config.reference_split)
+        def build(smiles: list[str]) -> reference.Arrays:
+            sas, qed = core.sas_qed(smiles, self._workers())
+            return {"sas": sas, "qed": qed}
+
+        ref = self._reference("values", build, self.config.reference_split)
         out: dict[str, float] = {}
-        out.update(core.property_distances(_cat(self.sas, torch.float64).cpu().numpy(), ref[0], "sas"))
-        out.update(core.property_distances(_cat(self.qed, torch.float64).cpu().numpy(), ref[1], "qed"))
+        out.update(core.property_distances(_cat(self.sas, torch.float64).cpu().numpy(), ref["sas"], "sas"))
+        out.update(core.property_distances(_cat(self.qed, torch.float64).cpu().numpy(), ref["qed"], "qed"))
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
 
 
@@ -324,14 +335,18 @@ class MolTypeDistributions(MoleculeMetric):
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """Total variation per histogram (NaN when either side is empty)."""
-        def build(smiles: list[str]) -> tuple[Counter[int], Counter[int]]:
-            atoms, bonds = core.type_histograms(_reference_mols(smiles))
-            return (Counter({core.stable_hash(k): v for k, v in atoms.items()}),
-                    Counter({core.stable_hash(k): v for k, v in bonds.items()}))
+        def build(smiles: list[str]) -> reference.Arrays:
+            out: reference.Arrays = {}
+            for prefix, hist in zip(("atom", "bond"), core.type_histograms(_reference_mols(smiles)), strict=True):
+                out[f"{prefix}_keys"] = np.array([core.stable_hash(k) for k in hist], dtype=np.int64)
+                out[f"{prefix}_counts"] = np.array(list(hist.values()), dtype=np.float64)
+            return out
 
-        ref_atoms, ref_bonds = self._reference("histograms", build, self.config.reference_split)
+        stored = self._reference("histograms", build, self.config.reference_split)
         out = {}
-        for prefix, ref in (("atom", ref_atoms), ("bond", ref_bonds)):
+        for prefix in ("atom", "bond"):
+            ref: Counter[int] = Counter(dict(zip(stored[f"{prefix}_keys"].tolist(),
+                                                 stored[f"{prefix}_counts"].tolist(), strict=True)))
             keys = _cat(getattr(self, f"{prefix}_keys"), torch.int64).cpu().tolist()
             counts = _cat(getattr(self, f"{prefix}_counts"), torch.float64).cpu().tolist()
             hist: Counter[int] = Counter()
