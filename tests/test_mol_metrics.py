@@ -616,3 +616,15 @@ def test_reference_store_never_unpickles(tmp_path: Path, monkeypatch: pytest.Mon
     np.savez(path, obj=np.array([{"a": 1}], dtype=object))  # an object array needs pickle to load
     out = reference.cached("m", 1, "test", ["C"], lambda s: {"ok": np.ones(1)})
     assert set(out) == {"ok"}
+
+
+def test_nspdk_sum_in_chunks_equals_one_reduction(nspdk_mols: tuple[list[Chem.Mol], list[Chem.Mol]]) -> None:
+    mols = nspdk_mols[0] + nspdk_mols[1]
+    ids, values, count = core.nspdk_batch(mols)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    sums = np.bincount(inverse, weights=values)
+    for chunk in (1, 3, 1000):
+        got_ids, got_sums, got_count = core.nspdk_sum(iter(mols), chunk=chunk)
+        assert got_count == count == len(mols)
+        np.testing.assert_array_equal(got_ids, uniq)
+        np.testing.assert_allclose(got_sums, sums, rtol=1e-12, atol=1e-15)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,10 +109,14 @@ class MoleculeMetric(SampleMetric):
         return cache[full_key]
 
 
-def _reference_mols(smiles: list[str]) -> list[Any]:
+def _reference_mols(smiles: list[str]) -> Iterator[Any]:
+    """The sanitized Mols of reference SMILES, one at a time (a training split need not fit in memory as Mols)."""
     from rdkit import Chem
 
-    return [m for m in (Chem.MolFromSmiles(s) for s in smiles) if m is not None and m.GetNumAtoms() > 0]
+    for s in smiles:
+        mol = Chem.MolFromSmiles(s)
+        if mol is not None and mol.GetNumAtoms() > 0:
+            yield mol
 
 
 class MolValidity(MoleculeMetric):
@@ -246,9 +250,7 @@ class NSPDK(MoleculeMetric):
     def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
         """Add the summed feature vectors of the valid samples (aggregated per update: sums are associative)."""
         mols, _ = self._valid(samples)
-        ids, values, count = core.nspdk_batch(mols, int(self.config.radius), int(self.config.distance))
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        sums = np.bincount(inverse, weights=values, minlength=len(uniq))
+        uniq, sums, count = core.nspdk_sum(mols, int(self.config.radius), int(self.config.distance))
         self.ids.append(torch.from_numpy(uniq.astype(np.int64)).to(self.device))
         self.values.append(torch.from_numpy(sums.astype(np.float64)).to(self.device))
         self.count += count
@@ -258,7 +260,7 @@ class NSPDK(MoleculeMetric):
         radius, distance = int(self.config.radius), int(self.config.distance)
 
         def build(smiles: list[str]) -> reference.Arrays:
-            ids, values = core.mean_embedding(*core.nspdk_batch(_reference_mols(smiles), radius, distance))
+            ids, values, _ = core.nspdk_mean(_reference_mols(smiles), radius, distance)
             return {"ids": ids, "values": values}
 
         stored = self._reference((radius, distance), build, self.config.reference_split)
