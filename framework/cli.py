@@ -127,7 +127,8 @@ def cmd_sample(ns: argparse.Namespace) -> int:
     from anyorder.runs import is_launch_rank_zero
     from anyorder.sampling import sample_run
 
-    meta = sample_run(ns.run, num=ns.num, out=ns.out, which=ns.checkpoint, overrides=ns.overrides,
+    overrides = [*ns.overrides, *([f"sample.steps={ns.steps}"] if ns.steps is not None else [])]
+    meta = sample_run(ns.run, num=ns.num, out=ns.out, which=ns.checkpoint, overrides=overrides,
                       score_samples=not ns.no_score)
     if meta is not None and is_launch_rank_zero():
         print(f"wrote {meta['num_samples']} samples to {ns.out} (protocol: {ns.out}.meta.json)")
@@ -142,9 +143,30 @@ def cmd_sample(ns: argparse.Namespace) -> int:
 def cmd_evaluate(ns: argparse.Namespace) -> int:
     from anyorder.evaluation import evaluate
 
-    report = evaluate(ns.run, which=ns.checkpoint, split=ns.split, overrides=ns.overrides, out=ns.out)
+    overrides = [*ns.overrides, *([f"eval.steps={ns.steps}"] if ns.steps is not None else [])]
+    report = evaluate(ns.run, which=ns.checkpoint, split=ns.split, overrides=overrides, out=ns.out)
     if report is not None:
         print(json.dumps({k: v for k, v in report.items() if k != "protocol"}, indent=2))
+    return 0
+
+
+def cmd_compress(ns: argparse.Namespace) -> int:
+    from anyorder.compress import compress_run
+
+    s = compress_run(ns.run, ns.input, ns.out, split=ns.split, mode=ns.mode, steps=ns.steps or 0,
+                     batch_size=ns.batch_size, sigma_tries=ns.sigma_tries, which=ns.checkpoint, overrides=ns.overrides)
+    print(f"compressed {s['num']} datapoints x {s['num_variables']} variables into {ns.out}: "
+          f"{s['file_bits'] / 8:.0f} bytes, {s['bits_per_dim']:.4f} bits/dim with the header "
+          f"({s['payload_bits_per_dim']:.4f} payload, {s['ideal_bits_per_dim']:.4f} ideal); {s['steps']} steps; "
+          f"summary: {ns.out}.json")
+    return 0
+
+
+def cmd_decompress(ns: argparse.Namespace) -> int:
+    from anyorder.compress import decompress_run
+
+    num = decompress_run(ns.run, ns.input, ns.out, which=ns.checkpoint, overrides=ns.overrides)
+    print(f"decompressed {num} datapoints into {ns.out}")
     return 0
 
 
@@ -198,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file, .txt or .jsonl")
     p.add_argument("--checkpoint", default="last", choices=["last", "best"])
     p.add_argument("--no-score", action="store_true", help="do not score the samples with the run's metrics")
+    p.add_argument("--steps", type=int, metavar="B",
+                   help="exactly B network calls per batch (objectives with a step budget; same as sample.steps=B)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="test NLL of a run, with standard error and protocol",
@@ -207,7 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "val", "test"])
     p.add_argument("--checkpoint", default="last", choices=["last", "best"])
     p.add_argument("--out", help="write the JSON report here instead of the run's eval/ directory")
+    p.add_argument("--steps", type=int, metavar="B",
+                   help="the NLL of generation in B network calls (objectives with a step budget; same as eval.steps=B)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compress", help="compress data losslessly with a run (any-order objectives)",
+                       description="Code datapoints (a text file, one per line, or --split NAME) with the run's model "
+                                   "and rANS into OUT; OUT.json gets the sizes.")
+    p.add_argument("run")
+    p.add_argument("input", nargs="?", help="datapoints in the dataset's text form, one per line")
+    p.add_argument("out")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--split", choices=["train", "val", "test"], help="compress this split instead of a file")
+    p.add_argument("--mode", default="dataset", choices=["dataset", "single"],
+                   help="dataset: one stream for all; single: exactly one datapoint")
+    p.add_argument("--steps", type=int, metavar="B", help="network calls per batch (default: one per variable)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--sigma-tries", type=int, default=5, help="orders tried on training data; the best is kept")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="decode a file written by `anyorder compress`",
+                       description="Decode IN with the run that compressed it and write the datapoints to OUT.")
+    p.add_argument("run")
+    p.add_argument("input")
+    p.add_argument("out")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("evaluate-samples", help="score a samples file with a dataset's metric suite",
                        description="Score the samples in FILE (.txt: one per line; .jsonl: a 'sample' field) against "

@@ -104,6 +104,8 @@ class SampleConfig:
     max_len: int = opt(0, "maximum generated length; 0 means the dataset's maximum length")
     batch_size: int = opt(64, "samples generated per batch and device")
     use_ema: bool = opt(True, "sample with the EMA weights when the run has them")
+    steps: int = opt(0, "network calls per batch for objectives that generate several variables per call (any-order "
+                        "objectives; `anyorder sample --steps`); 0 means one variable per call")
 
 
 @dataclass
@@ -113,6 +115,8 @@ class EvalConfig:
     split: str = opt("test", "split to evaluate: train | val | test")
     batch_size: int = opt(64, "global evaluation batch size")
     use_ema: bool = opt(True, "evaluate the EMA weights when the run has them")
+    steps: int = opt(0, "report the NLL of generation in this many network calls, for objectives that support a step "
+                        "budget (`anyorder evaluate --steps`); 0 means one variable per call")
 
 
 @dataclass

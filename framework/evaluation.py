@@ -32,6 +32,7 @@ def likelihood_report(cfg: DictConfig, model: Any, datamodule: Any, results: dic
         "protocol": {
             "split": split,
             "likelihood": model.likelihood_kind,
+            "estimator": model.likelihood_protocol(),
             "standard_error": "delta-method standard error of the per-token ratio, over datapoints",
             "tokens_counted": "every predicted variable of a datapoint, end-of-sequence included where the data has "
                               "variable length",
@@ -71,6 +72,7 @@ def evaluate(run_dir: str | Path, *, which: str = "last", split: str | None = No
     restored.datamodule.eval_batch_size = int(cfg.eval.batch_size)
     trainer = build_trainer(cfg, logger=False, enable_progress_bar=False)
     model = restored.model
+    model.step_budget("eval")  # a budget the objective cannot honour is an error, not silently ignored
     restored.datamodule.test_split = split
     trainer.test(model, datamodule=restored.datamodule, verbose=False)
     if not trainer.is_global_zero or model.test_results is None:
@@ -80,7 +82,9 @@ def evaluate(run_dir: str | Path, *, which: str = "last", split: str | None = No
         checkpoint=str(restored.checkpoint.relative_to(restored.run_dir)), step=restored.step,
         world_size=trainer.world_size, precision=str(trainer.precision),
     )
-    path = Path(out) if out else restored.run_dir / "eval" / f"{split}-{which}.json"
+    steps = int(cfg.eval.get("steps", 0) or 0)
+    name = f"{split}-{which}" + (f"-steps{steps}" if steps else "")
+    path = Path(out) if out else restored.run_dir / "eval" / f"{name}.json"
     write_report(path, report)
     report["written_to"] = str(path)
     return report

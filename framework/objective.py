@@ -95,6 +95,8 @@ class Objective(L.LightningModule):
 
     Config: ClassVar[type]
     likelihood_kind: ClassVar[str] = "exact"
+    supports_step_budget: ClassVar[bool] = False
+    """Whether the objective can generate several variables per network call (``sample.steps``, ``eval.steps``)."""
     """``exact`` when :meth:`log_likelihood` is log p(x); ``bound`` when it is a lower bound (an ELBO)."""
 
     def __init__(self, config: Any, run_config: dict[str, Any], space: DataSpace | None = None) -> None:
@@ -133,6 +135,23 @@ class Objective(L.LightningModule):
     # ------------------------------------------------------------------------------------------------------------
     # Helpers for subclasses
     # ------------------------------------------------------------------------------------------------------------
+    def likelihood_protocol(self) -> dict[str, Any]:
+        """How :meth:`log_likelihood` computes its value (estimator, passes, step budget...), for reports."""
+        return {}
+
+    def step_budget(self, section: str) -> int:
+        """The requested number of network calls (``sample.steps`` or ``eval.steps``; 0 = one variable per call).
+
+        Raises :class:`~anyorder.errors.ConfigError` when a budget is set for an objective that cannot honour it.
+        """
+        steps = int(self.run_config.get(section, {}).get("steps", 0) or 0)
+        if steps < 0:
+            raise ConfigError(f"{section}.steps must be 0 (one variable per network call) or positive (got {steps})")
+        if steps and not self.supports_step_budget:
+            raise ConfigError(f"{section}.steps={steps}: objective {self.run_config['objective']['name']!r} generates "
+                              f"one variable per network call and has no step budget; leave {section}.steps at 0")
+        return steps
+
     def make_network(self, section: dict[str, Any], io: NetworkIO, *, require: type | None = None) -> Network:
         """Build the network plugin named in ``section`` for ``io``; ``require`` checks a capability base class."""
         impl = REGISTRY.implementation("network", section["name"])
@@ -406,6 +425,7 @@ class Objective(L.LightningModule):
 
     def draw(self, num: int, *, seed: int) -> Samples:
         """``num`` samples in batches of ``sample.batch_size`` from a generator seeded with ``seed``."""
+        self.step_budget("sample")  # a budget the objective cannot honour is an error, not silently ignored
         settings = dict(self.run_config["sample"])
         generator = torch.Generator(device=self.device).manual_seed(seed)
         parts = []

@@ -431,7 +431,7 @@ def nspdk_sum(mols: Iterable[Chem.Mol], radius: int = 4, distance: int = 4,
         nonlocal ids_acc, vals_acc, total
         ids, vals, count = nspdk_batch(batch, radius, distance)
         uniq, inverse = np.unique(np.concatenate([ids_acc, ids]), return_inverse=True)
-        vals_acc = np.bincount(inverse, weights=np.concatenate([vals_acc, vals]), minlength=len(uniq))
+        vals_acc = np.bincount(inverse, weights=np.concatenate([vals_acc, vals]), minlength=len(uniq)).astype(np.float64)
         ids_acc, total = uniq, total + count
         batch.clear()
 

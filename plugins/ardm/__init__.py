@@ -1,0 +1,1 @@
+"""Order-agnostic autoregressive diffusion (OA-ARDM)."""

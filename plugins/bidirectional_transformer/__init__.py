@@ -1,0 +1,1 @@
+"""A bidirectional transformer with time conditioning, for any fixed-size discrete data."""
