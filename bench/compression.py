@@ -6,7 +6,7 @@ densest plain layout for vocabularies up to 256), at their highest compression l
 (the whole file, header included, divided by the number of variables), the run's ideal -log2 p for comparison,
 encode and decode throughput in variables per second, and checks that every coder's round trip is exact.
 
-Usage: ``python bench/compression.py RUN [--split test] [--steps B] [--batch-size 256]``.
+Usage: ``python bench/compression.py RUN [--split test] [--limit N] [--steps B] [--batch-size 256]``.
 """
 
 from __future__ import annotations
@@ -41,19 +41,23 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--steps", type=int, default=0, help="network calls per batch (0: one per variable)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N datapoints of the split (0: all)")
     args = parser.parse_args()
 
     from anyorder.compress import _restore, compress_run
 
     restored = _restore(args.run, "last", ())
     tokens = getattr(restored.datamodule.splits, args.split).tokens
+    if args.limit:
+        tokens = tokens[: args.limit]
     dims = tokens.numel()
     print(f"{args.split} split: {tokens.shape[0]} datapoints x {tokens.shape[1]} variables "
           f"(vocabulary up to {int(tokens.max()) + 1})")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "data.ardm"
         t0 = time.perf_counter()
-        summary = compress_run(args.run, None, out, split=args.split, steps=args.steps, batch_size=args.batch_size)
+        summary = compress_run(args.run, None, out, split=args.split, steps=args.steps, limit=args.limit,
+                               batch_size=args.batch_size)
         t1 = time.perf_counter()
         decoded = restored.model.decompress_from(out)
         t2 = time.perf_counter()

@@ -153,7 +153,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
 def cmd_compress(ns: argparse.Namespace) -> int:
     from anyorder.compress import compress_run
 
-    s = compress_run(ns.run, ns.input, ns.out, split=ns.split, mode=ns.mode, steps=ns.steps or 0,
+    s = compress_run(ns.run, ns.input, ns.out, split=ns.split, mode=ns.mode, steps=ns.steps or 0, limit=ns.limit,
                      batch_size=ns.batch_size, sigma_tries=ns.sigma_tries, which=ns.checkpoint, overrides=ns.overrides)
     print(f"compressed {s['num']} datapoints x {s['num_variables']} variables into {ns.out}: "
           f"{s['file_bits'] / 8:.0f} bytes, {s['bits_per_dim']:.4f} bits/dim with the header "
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--split", choices=["train", "val", "test"], help="compress this split instead of a file")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N datapoints (0: all)")
     p.add_argument("--mode", default="dataset", choices=["dataset", "single"],
                    help="dataset: one stream for all; single: exactly one datapoint")
     p.add_argument("--steps", type=int, metavar="B", help="network calls per batch (default: one per variable)")

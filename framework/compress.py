@@ -47,11 +47,11 @@ def _read_datapoints(datamodule: Any, path: Path) -> torch.Tensor:
 
 
 def compress_run(run_dir: str | Path, inp: str | Path | None, out: str | Path, *, split: str | None = None,
-                 mode: str = "dataset", steps: int = 0, batch_size: int = 256, sigma_tries: int = 5,
+                 mode: str = "dataset", steps: int = 0, limit: int = 0, batch_size: int = 256, sigma_tries: int = 5,
                  fit_size: int = 512, which: str = "last", overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Compress the datapoints of ``inp`` (a text file, one per line) or of the dataset split ``split`` into
-    ``out``; ``mode=single`` codes one datapoint (``inp`` must hold exactly one). Writes ``<out>.json`` (sizes,
-    settings) and returns it."""
+    ``out``; ``limit`` > 0 keeps only the first ``limit`` of them; ``mode=single`` codes one datapoint (``inp`` must
+    hold exactly one). Writes ``<out>.json`` (sizes, settings) and returns it."""
     if mode not in MODES:
         raise AnyorderError(f"--mode must be one of {MODES} (got {mode!r})")
     if (inp is None) == (split is None):
@@ -59,13 +59,18 @@ def compress_run(run_dir: str | Path, inp: str | Path | None, out: str | Path, *
     restored = _restore(run_dir, which, overrides)
     data = restored.datamodule
     tokens = getattr(data.splits, split).tokens if split else _read_datapoints(data, Path(inp))  # type: ignore[arg-type]
+    if limit < 0:
+        raise AnyorderError(f"--limit must be 0 (all datapoints) or positive (got {limit})")
+    if limit:
+        tokens = tokens[:limit]
     if mode == "single" and tokens.shape[0] != 1:
         raise AnyorderError(f"--mode single codes one datapoint; the input has {tokens.shape[0]} (use --mode dataset)")
     fit = data.splits.train.tokens[:fit_size]
     summary = restored.model.compress_to(Path(out), tokens.long(), fit_tokens=fit.long(), steps=steps,
                                          batch_size=1 if mode == "single" else batch_size, sigma_tries=sigma_tries,
                                          seed=int(restored.cfg.seed))
-    summary.update({"mode": mode, "source": str(inp) if inp else f"split {split}", "run": str(restored.run_dir),
+    source = (str(inp) if inp else f"split {split}") + (f", first {limit}" if limit else "")
+    summary.update({"mode": mode, "source": source, "run": str(restored.run_dir),
                     "checkpoint": str(restored.checkpoint.relative_to(restored.run_dir)), "step": restored.step})
     write_json(f"{out}.json", summary)
     return summary

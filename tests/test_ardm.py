@@ -154,6 +154,24 @@ def test_policy_likelihood_of_full_budget_equals_chain_rule() -> None:
             assert abs(float(torch.logsumexp(one.double(), 0))) < 1e-9
 
 
+def test_evaluating_with_d_steps_scores_the_whole_chain_of_each_pass() -> None:
+    from anyorder.objective import mix_seed
+    from anyorder_plugins.ardm.objective import random_orders
+
+    d = len(VOCABS)
+    model = _tiny_ardm(VOCABS, f"eval.steps={d}", "objective.eval_passes=3")
+    xs = _all_points(VOCABS)
+    got = model.log_likelihood({"tokens": xs, "index": torch.arange(len(xs))})  # type: ignore[attr-defined]
+    expected = torch.zeros(len(xs), dtype=torch.float64)
+    for p in range(3):  # the passes' orders, drawn as documented in the protocol
+        sigma = random_orders(len(xs), d, generator=torch.Generator().manual_seed(mix_seed(model.seed, 0, p)))  # type: ignore[attr-defined]
+        for row in range(len(xs)):
+            expected[row] += _log_p_given_order(model, xs[row:row + 1], sigma[row])[0] / 3
+    torch.testing.assert_close(got.log_prob, expected, atol=1e-9, rtol=0)
+    assert model.likelihood_protocol()["steps"] == d  # type: ignore[attr-defined]
+    assert "whole chain" in model.likelihood_protocol()["estimator"]  # type: ignore[attr-defined]
+
+
 def test_step_budget_is_refused_by_a_left_to_right_objective(tmp_path: Path) -> None:
     assert main(["train", str(MARKOV_CONFIG), *tiny_markov(tmp_path)]) == 0
     run = next((tmp_path / "runs").iterdir())
@@ -195,6 +213,12 @@ def test_compress_and_decompress_a_split_and_a_single_datapoint(tmp_path: Path) 
     data.setup()
     expected = [data.to_text(data.decode(row, 12)) for row in data.splits.test.tokens]
     assert unpacked.read_text().splitlines() == expected
+    # --limit codes the first N datapoints of the split.
+    first = tmp_path / "first.ardm"
+    assert main(["compress", str(run), str(first), "--split", "test", "--limit", "7", "--sigma-tries", "1"]) == 0
+    assert json.loads(Path(f"{first}.json").read_text())["num"] == 7
+    assert main(["decompress", str(run), str(first), str(tmp_path / "first.txt")]) == 0
+    assert (tmp_path / "first.txt").read_text().splitlines() == expected[:7]
     # One datapoint from a text file, coded on its own.
     single_in, single = tmp_path / "one.txt", tmp_path / "one.ardm"
     single_in.write_text(expected[3] + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 from anyorder.downloads import CACHE_ENV, MIRROR_ENV, sha256_file
 from anyorder.errors import ConfigError, DataError
 from anyorder_plugins.char_text.text8 import Text8DataModule
-from anyorder_plugins.char_text.text8_config import ALPHABET, Text8Config
+from anyorder_plugins.char_text.text8_config import ALPHABET, TEXT8_ZIP_SHA256, Text8Config
 from anyorder_plugins.images.binarized_mnist import BinarizedMNISTDataModule, parse_amat
 from anyorder_plugins.images.binarized_mnist_config import BinarizedMNISTConfig
 from anyorder_plugins.images.digits import DigitsDataModule
@@ -234,6 +235,7 @@ class SmallText8(Text8DataModule):
     """text8 with a 4,000-character text: 3,600 train, 200 val, 200 test."""
 
     num_chars = 4000
+    text_sha256 = None  # a synthetic text: the check against the real text8's digest has its own test
 
 
 def _text8_text(seed: int = 0, alphabet: str = ALPHABET) -> str:
@@ -303,11 +305,29 @@ def test_text8_checksum_mismatch(_isolated: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "cache" / "text8.zip").exists()
 
 
-def test_text8_missing_checksum() -> None:
-    with pytest.raises(ConfigError, match=r"data.sha256 must be set.*sha256sum text8.zip"):
-        Text8Config()
+def test_text8_builtin_checksums(_isolated: Path) -> None:
+    assert Text8Config().sha256 == TEXT8_ZIP_SHA256  # no digest to set: the published file's is built in
     with pytest.raises(ConfigError, match="64 hex digits"):
         Text8Config(sha256="12")
+    _text8_zip(_isolated, _text8_text())  # a zip that is not the published one is refused by default
+    with pytest.raises(DataError, match="checksum mismatch for text8.zip"):
+        _text8(_isolated, sha256=TEXT8_ZIP_SHA256).setup()
+
+
+def test_text8_extracted_text_digest_is_checked(_isolated: Path, tmp_path: Path) -> None:
+    text = _text8_text(3)
+
+    class Pinned(SmallText8):
+        text_sha256 = hashlib.sha256(text.encode("ascii")).hexdigest()
+
+    _text8_zip(_isolated, text)
+    assert _text8(_isolated, cls=Pinned, block_size=40).splits.val.tokens.shape == (5, 40)
+    for path in (tmp_path / "cache").glob("text8-*"):
+        path.unlink()
+    _text8_zip(_isolated, _text8_text(4))  # right length and alphabet, other text
+    with pytest.raises(DataError, match="has SHA-256 .* expected .* not the published text8.zip"):
+        _text8(_isolated, cls=Pinned, block_size=40).setup()
+    assert not list((tmp_path / "cache").glob("text8-*"))
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,7 @@ def test_unknown_name_lists_available_with_did_you_mean() -> None:
         REGISTRY.get("network", "causal_transfomer")
     msg = str(err.value)
     assert "Did you mean 'causal_transformer'?" in msg
-    assert "Available networks: bidirectional_transformer, causal_transformer" in msg
+    assert "Available networks: bidirectional_transformer, causal_transformer, graph_transformer" in msg
     assert "anyorder.networks" in msg
 
 

@@ -158,7 +158,11 @@ class ARDM(Objective):
         steps = self.step_budget("eval")
         out: dict[str, Any] = {"passes": int(self.config.eval_passes),
                                "seeding": "pass p of a batch whose first datapoint is i draws from mix_seed(seed, i, p)"}
-        if steps and steps < self.num_variables:
+        if steps >= self.num_variables:
+            out["estimator"] = ("log p(x|sigma) by the whole chain: for one uniform order per pass, D network calls, "
+                                "one per variable given the variables before it")
+            out["steps"] = self.num_variables
+        elif steps:
             out["estimator"] = ("NLL of generation with the optimal policy for the step budget: for one uniform "
                                 "order per pass, the sum over the policy's intervals of the log-likelihood of the "
                                 "interval's variables given the variables before it")
@@ -190,7 +194,7 @@ class ARDM(Objective):
             generator = torch.Generator(device=tokens.device).manual_seed(
                 mix_seed(self.seed, batch_index, p))
             sigma = random_orders(b, d, generator=generator, device=tokens.device)
-            if steps and steps < d:
+            if steps:  # a budget (D or more: the whole chain, one variable per call)
                 ll = self._policy_ll(tokens, sigma, self._intervals(steps))
             else:
                 t = torch.randint(0, d, (b,), generator=generator, device=tokens.device)

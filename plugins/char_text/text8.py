@@ -9,6 +9,7 @@ file contains. Reading, the positional split (90M / 5M / 5M) and chunking are ``
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from anyorder_plugins.char_text.text8_config import (
     SPLIT_CHARS,
     TEXT8_MEMBER,
     TEXT8_NUM_CHARS,
+    TEXT8_SHA256,
     TEXT8_URL,
     Text8Config,
 )
@@ -42,6 +44,8 @@ class Text8DataModule(CharTextDataModule):
     config: Text8Config  # type: ignore[assignment]
     num_chars: ClassVar[int] = TEXT8_NUM_CHARS
     """The exact length the extracted text must have (a test subclass sets a small one)."""
+    text_sha256: ClassVar[str | None] = TEXT8_SHA256
+    """The SHA-256 the extracted text must have (None: no check; only for a test subclass's synthetic text)."""
 
     def __init__(self, config: Text8Config, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)  # type: ignore[arg-type]
@@ -69,7 +73,7 @@ class Text8DataModule(CharTextDataModule):
                 if TEXT8_MEMBER not in zf.namelist():
                     raise DataError(f"text8: {archive} has no member {TEXT8_MEMBER!r} (it holds {zf.namelist()[:5]})")
                 with zf.open(TEXT8_MEMBER) as member, atomic_open(target, "wb") as out:
-                    total = 0
+                    total, digest = 0, hashlib.sha256()
                     for chunk in iter(lambda: member.read(_CHUNK), b""):
                         data = np.frombuffer(chunk, dtype=np.uint8)
                         bad = ~_ALLOWED[data]
@@ -82,11 +86,17 @@ class Text8DataModule(CharTextDataModule):
                         total += len(data)
                         if total > self.num_chars:
                             break
+                        digest.update(chunk)
                         out.write(chunk)
                     if total != self.num_chars:
                         raise DataError(
                             f"text8: {TEXT8_MEMBER} in {archive} has {'more than ' if total > self.num_chars else ''}"
                             f"{total} characters, expected exactly {self.num_chars}"
+                        )
+                    if self.text_sha256 is not None and digest.hexdigest() != self.text_sha256:
+                        raise DataError(
+                            f"text8: {TEXT8_MEMBER} in {archive} has SHA-256 {digest.hexdigest()}, expected "
+                            f"{self.text_sha256} (the standard text8); the zip is not the published text8.zip"
                         )
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as exc:
             raise DataError(f"text8: cannot extract {TEXT8_MEMBER} from {archive}: {exc}") from exc

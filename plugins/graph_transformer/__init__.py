@@ -1,0 +1,1 @@
+"""A graph transformer for molecule graphs (node and edge states), for any-order objectives."""
