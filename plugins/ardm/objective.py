@@ -25,75 +25,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from anyorder.any_order import AnyOrderObjective, draw_steps, random_orders
 from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
-from anyorder.network import AnyOrderNetwork, NetworkIO
-from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples, mix_seed
+from anyorder.objective import LogLikelihood, LossOutput, Samples, mix_seed
 from anyorder_plugins.ardm.config import ARDMConfig
 from anyorder_plugins.ardm.policy import Policy, optimal_policy
 
 LN2 = math.log(2.0)
 
 
-def random_orders(batch: int, num_variables: int, *, generator: torch.Generator | None = None,
-                  device: torch.device | None = None) -> Tensor:
-    """Uniform random orders [B, D]: entry d is the generation step of variable d (a permutation of 0..D-1)."""
-    scores = torch.rand(batch, num_variables, generator=generator, device=device)
-    return scores.argsort(dim=1).argsort(dim=1)
-
-
-def draw_steps(batch: int, num_variables: int, mode: str, *, generator: torch.Generator | None = None,
-               device: torch.device | None = None) -> Tensor:
-    """Steps t [B] in 0..D-1: independent uniform draws, or an antithetic grid (evenly spaced, one random offset,
-    shuffled), whose marginal per datapoint is still uniform."""
-    if mode == "uniform":
-        return torch.randint(0, num_variables, (batch,), generator=generator, device=device)
-    offset = torch.rand((), generator=generator, device=device)
-    grid = ((torch.arange(batch, device=device) + offset) / batch * num_variables).floor().long()
-    return grid[torch.randperm(batch, generator=generator, device=device)].clamp(max=num_variables - 1)
-
-
-class ARDM(Objective):
+class ARDM(AnyOrderObjective):
     """Order-agnostic ARDM with an absorbing MASK value, D/(D-t) weighting and a step-budget policy."""
 
     Config = ARDMConfig
     config: ARDMConfig
     likelihood_kind = "lower bound: E_sigma log p(x|sigma) <= log p(x), a Monte Carlo estimate"
     supports_step_budget = True
-    network: AnyOrderNetwork
     step_loss: Tensor
     step_seen: Tensor
-    value_mask: Tensor
 
     def build(self, space: DataSpace) -> None:
-        if space.variable_length:
-            raise ConfigError("ardm needs fixed-size datapoints (every datapoint has all D variables); this dataset "
-                              "has variable-length sequences: use fixed-length chunks or a left-to-right objective")
-        self.num_variables = d = space.num_variables
-        k_max = space.vocab_size
-        self.mask_id = k_max
-        io = NetworkIO(input_vocab_sizes=tuple([k_max + 1] * d), output_vocab_sizes=tuple(space.vocab_sizes),
-                       max_len=d, structure=space.structure, shape=space.shape)
-        network = self.make_network(self.network_section, io, require=AnyOrderNetwork)
-        assert isinstance(network, AnyOrderNetwork)
-        self.network = network
-        # value_mask[d, k]: value k exists for variable d (variables may have different vocabularies).
-        sizes = torch.tensor(space.vocab_sizes)
-        self.register_buffer("value_mask", torch.arange(k_max)[None, :] < sizes[:, None], persistent=False)
+        self.build_network(space)
+        d = self.num_variables
         # The per-step loss EMA (nats per unknown variable) and which steps have been seen: saved in checkpoints.
         self.register_buffer("step_loss", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("step_seen", torch.zeros(d, dtype=torch.bool))
 
     # -- the model ---------------------------------------------------------------------------------------------------
-
-    def log_probs(self, tokens: Tensor, known: Tensor, t: Tensor) -> Tensor:
-        """Log-probabilities [B, D, K_max] of every variable given the known ones (MASK elsewhere) and t."""
-        inputs = torch.where(known, tokens, torch.full_like(tokens, self.mask_id))
-        logits = self.network(inputs, t)
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()  # the softmax in at least float32 under mixed precision
-        logits = logits.masked_fill(~self.value_mask, float("-inf"))
-        return F.log_softmax(logits, dim=-1)
 
     def _unknown_ll(self, tokens: Tensor, sigma: Tensor, t: Tensor) -> Tensor:
         """ll(t, sigma) [B]: the summed log-likelihood of the variables with sigma >= t."""
@@ -107,7 +66,11 @@ class ARDM(Objective):
         tokens = batch["tokens"]
         b, d = tokens.shape
         t = draw_steps(b, d, self.config.t_sampling, device=tokens.device)
-        sigma = random_orders(b, d, device=tokens.device)
+        return self.loss_given(tokens, t, random_orders(b, d, device=tokens.device))
+
+    def loss_given(self, tokens: Tensor, t: Tensor, sigma: Tensor) -> LossOutput:
+        """The loss for given draws: steps ``t`` [B] and orders ``sigma`` [B, D]."""
+        b, d = tokens.shape
         ll = self._unknown_ll(tokens, sigma, t)
         remaining = (d - t).to(ll.dtype)
         elbo = d * ll / remaining

@@ -1,0 +1,1 @@
+"""The ``keyed`` synthetic source: one key variable determines every other variable of a datapoint."""
