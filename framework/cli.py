@@ -1,4 +1,4 @@
-"""The ``anyorder`` command line: train, config, plugins, sample, evaluate, evaluate-samples.
+"""The ``anyorder`` command line: train, config, plugins, sample, orders, evaluate, compress, evaluate-samples.
 
 Each command is a thin wrapper over a typed function (``anyorder.train.train``, ``anyorder.evaluation.evaluate``,
 ...), imported only when the command runs: ``anyorder config`` and ``anyorder plugins`` never import torch.
@@ -74,6 +74,8 @@ def _print_outputs(run_dir: object) -> None:
         print(format_table(report["values"]))
         if "picture" in report["protocol"]:
             print(f"  picture          {report['protocol']['picture']}")
+        for picture in report["protocol"].get("order_pictures", []):
+            print(f"  orders picture   {picture}")
     if (run / "wandb").is_dir():
         print(f"  W&B files        {run / 'wandb'} (offline runs: `wandb sync {run / 'wandb'}/offline-run-*`)")
 
@@ -137,6 +139,22 @@ def cmd_sample(ns: argparse.Namespace) -> int:
 
             print(format_table(meta["scores"]))
             print(f"scores with protocol: {ns.out}.scores.json")
+    return 0
+
+
+def cmd_orders(ns: argparse.Namespace) -> int:
+    from anyorder.orders import orders_run
+
+    p = orders_run(ns.run, num=ns.num, out=ns.out, which=ns.checkpoint, overrides=ns.overrides)
+    print(f"drew {p['num']} samples of {p['num_variables']} variables with their generation orders "
+          f"({p['checkpoint']}, step {p['step']}, seed {p['seed']}) into {p['out']}:")
+    print(f"  orders     {p['out']}/orders.npz (tokens, orders, lengths)")
+    print(f"  samples    {p['out']}/samples.txt")
+    print(f"  protocol   {p['out']}/orders.json")
+    for picture in p["pictures"]:
+        print(f"  picture    {picture}")
+    if not p["pictures"]:
+        print(f"  (dataset {p['dataset']!r} draws no picture of generation orders)")
     return 0
 
 
@@ -223,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, metavar="B",
                    help="exactly B network calls per batch (objectives with a step budget; same as sample.steps=B)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("orders", help="samples with their generation orders, and pictures of the orders",
+                       description="Draw N samples of a run of an any-order objective with the order in which each "
+                                   "variable was generated; writes orders.npz, samples.txt, orders.json and the "
+                                   "dataset's pictures of the orders (images: a mean-step heatmap and a step-by-step "
+                                   "strip; molecule graphs: atoms and bonds labelled by step) into --out.")
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. sample.temperature=0.8 sample.steps=8")
+    p.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default RUN/orders)")
+    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
+    p.set_defaults(func=cmd_orders)
 
     p = sub.add_parser("evaluate", help="test NLL of a run, with standard error and protocol",
                        description="Evaluate a checkpoint's NLL on a split; writes eval/<split>-<checkpoint>.json.")

@@ -251,6 +251,16 @@ class DiscreteDataModule(L.LightningDataModule):
         """Draw datapoints into an image file at ``path`` (e.g. a molecule grid); False when there is no picture."""
         return False
 
+    def render_orders(self, tokens: Tensor, orders: Tensor, path: Path) -> list[Path]:
+        """Draw samples and the order in which they were generated into picture files; the files written.
+
+        ``tokens`` [B, D] are the samples and ``orders`` [B, D] their generation orders: ``orders[b, d]`` is the step
+        (0..D-1) at which variable d of sample b was generated (an any-order objective's ``extras["order"]``).
+        ``path`` is a file-name stem: each picture goes to ``<path>-<what>.png`` beside it (e.g. ``final-orders.png``),
+        written atomically. Default: no picture (``[]``), for datasets whose variables have no natural layout.
+        """
+        return []
+
     def protocol(self) -> dict[str, Any]:
         """What a reported number depends on in this dataset (split convention, sizes, skipped items, ...)."""
         return {}

@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from anyorder.atomic import write_json, write_text
 from anyorder.errors import ConfigError
 from anyorder.objective import gather_objects
+from anyorder.orders import ORDER_KEY, log_pictures, picture_keys, save_orders
 from anyorder.runs import package_versions
 
 
@@ -74,6 +77,7 @@ def draw_to_file(trainer: Any, model: Any, datamodule: Any, cfg: Any, run_dir: P
             token_lists.append(r["tokens"][i][:length].tolist())
         for k, v in r["stats"].items():
             stats_sum[k] = stats_sum.get(k, 0.0) + v * len(r["lengths"])
+    order_files = _keep_orders(gathered, datamodule, out)
     texts = [datamodule.to_text(o) for o in objs]
     if out.suffix == ".txt":
         write_text(out, "".join(t.replace("\n", "\\n") + "\n" for t in texts))
@@ -95,20 +99,45 @@ def draw_to_file(trainer: Any, model: Any, datamodule: Any, cfg: Any, run_dir: P
         "mean_length": sum(len(t) for t in token_lists) / max(1, len(token_lists)),
         "packages": package_versions(),
     }
+    pictures: list[Path] = []
+    if order_files is not None:
+        meta["orders"], pictures = order_files
+        meta["order_pictures"] = [str(p) for p in pictures]
     write_json(out.with_name(out.name + ".meta.json"), meta)
+    images = picture_keys("samples", out.with_name(out.stem), pictures)
     # The run's metrics plus the dataset's own suite (once each): a full evaluation, not only the cheap val metrics.
     sections = list(cfg.metrics)
     named = {s["name"] for s in sections}
     sections += [s for s in datamodule.default_metrics() if s["name"] not in named]
     if sections and score_samples:
-        _score_and_log(datamodule, cfg, run_dir, step, objs, sections, out, meta, logger)
+        _score_and_log(datamodule, cfg, run_dir, step, objs, sections, out, meta, logger, images)
+    elif images and logger is not False:
+        log_pictures(cfg, run_dir, step, images, logger)
     return meta
 
 
+def _keep_orders(results: list[dict[str, Any]], datamodule: Any, out: Path) -> tuple[str, list[Path]] | None:
+    """When every result carries generation orders (``extras["order"]``, any-order objectives): write tokens and
+    orders to ``<out stem>.orders.npz`` and the dataset's order pictures (``<out stem>-*.png``); return the npz name
+    and the pictures, else None."""
+    if not results or not all(ORDER_KEY in r.get("extras", {}) for r in results):
+        return None
+    width = max(r["tokens"].shape[1] for r in results)
+    if any(r["tokens"].shape[1] != width or r["extras"][ORDER_KEY].shape != r["tokens"].shape for r in results):
+        return None  # variable widths or orders that do not fit the tokens: nothing to picture consistently
+    tokens = torch.cat([r["tokens"] for r in results]).long()
+    orders = torch.cat([r["extras"][ORDER_KEY] for r in results]).long()
+    lengths = torch.cat([r["lengths"] for r in results]).long()
+    npz = out.with_name(out.stem + ".orders.npz")
+    save_orders(npz, tokens, orders, lengths)
+    return npz.name, [Path(p) for p in datamodule.render_orders(tokens, orders, out.with_name(out.stem))]
+
+
 def _score_and_log(datamodule: Any, cfg: Any, run_dir: Path, step: int, objs: list[Any], sections: list[Any],
-                   out: Path, meta: dict[str, Any], logger: Any) -> None:
+                   out: Path, meta: dict[str, Any], logger: Any, images: dict[str, Path] | None = None) -> None:
     """Score the samples with the run's metrics (or the dataset's suite), write ``<out>.scores.json``, draw them if the
-    dataset can, and log both to the run's logger at the checkpoint's step."""
+    dataset can, and log both (and the pictures ``images``, ``{key: path}``) to the run's logger at the checkpoint's
+    step."""
     from lightning.pytorch.loggers import Logger
     from omegaconf import OmegaConf
 
@@ -131,6 +160,8 @@ def _score_and_log(datamodule: Any, cfg: Any, run_dir: Path, step: int, objs: li
             logger.log_metrics({f"samples/{k}": v for k, v in result["values"].items()}, step=step)
             if drawn:
                 log_image(logger, "samples/grid", picture, step)
+            for key, path in (images or {}).items():
+                log_image(logger, key, path, step)
     finally:
         if own:
             finish(logger)

@@ -24,6 +24,9 @@ SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 ROW_SEPARATOR = "/"
 
+ORDER_STRIP_SAMPLES = 4
+"""Samples (rows) in the step-by-step picture of generation orders."""
+
 RENDER_COLUMNS = 8
 """Images per row of a rendered grid."""
 
@@ -130,6 +133,32 @@ class GridImageDataModule(DiscreteDataModule):
         if not images:
             return False
         return write_png(tile_images(images, self.levels), Path(path))
+
+    def render_orders(self, tokens: Tensor, orders: Tensor, path: Path) -> list[Path]:
+        """Two PNGs of the samples ``tokens`` [B, H*W] and their generation orders ``orders`` [B, H*W]:
+        ``<path>-orders.png``, the mean generation step of each pixel over all samples (purple = early, yellow =
+        late, with a colour bar over steps 0..D-1), and ``<path>-order-strip.png``, up to
+        :data:`ORDER_STRIP_SAMPLES` samples after 1/8, 2/8, ... 8/8 of the D steps (pixels not generated yet in red).
+        ``[]`` when there is no sample or Pillow is not installed."""
+        from anyorder_plugins.images import orders as pictures
+
+        size = self.image_shape[0] * self.image_shape[1]
+        if tokens.shape[0] == 0 or not pictures.has_pillow():
+            return []
+        if tuple(tokens.shape) != tuple(orders.shape) or tokens.shape[1] != size:
+            raise DataError(f"{self.name}: render_orders needs tokens and orders of shape [B, {size}]; got "
+                            f"{tuple(tokens.shape)} and {tuple(orders.shape)}")
+        values = tokens.detach().cpu().numpy()
+        steps = orders.detach().cpu().numpy()
+        stem = Path(path)
+        heatmap = stem.with_name(stem.name + "-orders.png")
+        pictures.write_rgb_png(pictures.order_heatmap_picture(steps, self.image_shape), heatmap)
+        count = min(ORDER_STRIP_SAMPLES, len(values))
+        images = [self._as_image(values[i], i) for i in range(count)]
+        strip = pictures.order_strip_picture(images, list(steps[:count]), self.levels, pictures.snapshot_steps(size))
+        strip_path = stem.with_name(stem.name + "-order-strip.png")
+        pictures.write_rgb_png(strip, strip_path)
+        return [heatmap, strip_path]
 
     # -- helpers ----------------------------------------------------------------------------------------------------
     def _as_image(self, obj: Any, i: int) -> np.ndarray:

@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 """Version of the cache file layout and of the preprocessing steps here; bump it when either changes."""
 
+ORDER_PICTURE_MOLECULES = 12
+"""Valid samples drawn with their generation steps by :meth:`MoleculeDataModule.render_orders`."""
+
 SPLITS = ("train", "val", "test")
 SKIP_REASONS = ("unparsable", "too_many_atoms", "too_long", "unknown_token", "unrepresentable")
 
@@ -377,6 +380,32 @@ class MoleculeDataModule(DiscreteDataModule):
         write_with(path, lambda f: image.save(f, format="PNG"))
         return True
 
+    def render_orders(self, tokens: Tensor, orders: Tensor, path: Path) -> list[Path]:
+        """``<path>-orders.png``: up to :data:`ORDER_PICTURE_MOLECULES` valid samples, each atom and each bond
+        labelled with the step at which its node or edge variable was generated (graph representation).
+
+        With ``representation: smiles`` there is no picture (``[]``): the order is over the characters of a SMILES
+        string, which do not map one to one onto the atoms and bonds of the drawing (ring digits, branches, bond
+        symbols and implicit single bonds are characters, or none)."""
+        if self.config.representation != "graph":
+            return []
+        from rdkit.Chem import Draw
+
+        mols, legends = [], []
+        for i, (values, order) in enumerate(zip(tokens.cpu().numpy(), orders.cpu().numpy(), strict=True)):
+            mol = generation_step_notes(self.codec, values, order)
+            if mol is not None:
+                mols.append(mol)
+                legends.append(f"sample {i}: {Chem.MolToSmiles(mol)}")
+            if len(mols) == ORDER_PICTURE_MOLECULES:
+                break
+        if not mols:
+            return []
+        image = Draw.MolsToGridImage(mols, molsPerRow=4, subImgSize=(320, 320), legends=legends)
+        out = Path(path).with_name(Path(path).name + "-orders.png")
+        write_with(out, lambda f: image.save(f, format="PNG"))
+        return [out]
+
     def encode(self, objs: Sequence[Any]) -> TokenSet:
         """SMILES strings or Mols as a :class:`TokenSet`; a molecule the codec cannot represent is a DataError."""
         rdBase.DisableLog("rdApp.*")
@@ -462,6 +491,36 @@ class RandomSmilesLoader(ShardedLoader):
 PARALLEL_MIN = 10_000
 """Inputs at least this long are processed by worker processes (one per available core, at most 4)."""
 _CHUNK = 4096
+
+
+def edge_variable(i: int, j: int, max_atoms: int) -> int:
+    """The index among the D variables of the graph codec's edge variable between node slots ``i != j``: the
+    ``max_atoms`` node variables come first, then the upper triangle (i < j) in row-major order."""
+    i, j = min(i, j), max(i, j)
+    return max_atoms + i * (2 * max_atoms - i - 1) // 2 + (j - i - 1)
+
+
+def generation_step_notes(codec: codecs.GraphCodec, values: np.ndarray, order: np.ndarray) -> Chem.Mol | None:
+    """The sanitized molecule of the graph variables ``values`` [D] with each atom's ``atomNote`` and each bond's
+    ``bondNote`` set to the generation step (``order`` [D]) of its node or edge variable; None when it is invalid.
+
+    ``GraphCodec.decode`` makes atom k of the node slot of the k-th nonzero node variable (slots in increasing order,
+    "no atom" slots skipped), so atom k is slot ``present[k]``; a bond between atoms a and b is the edge variable of
+    slots ``present[a]`` and ``present[b]``. Sanitizing keeps atom and bond indices.
+    """
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    order = np.asarray(order, dtype=np.int64).reshape(-1)
+    n = codec.max_atoms
+    mol = chem.to_mol(codec.decode(values)) if values.shape[0] == codec.num_variables else None
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    present = np.flatnonzero(values[:n])
+    for atom in mol.GetAtoms():
+        atom.SetProp("atomNote", str(int(order[present[atom.GetIdx()]])))
+    for bond in mol.GetBonds():
+        slot_a, slot_b = int(present[bond.GetBeginAtomIdx()]), int(present[bond.GetEndAtomIdx()])
+        bond.SetProp("bondNote", str(int(order[edge_variable(slot_a, slot_b, n)])))
+    return mol
 
 
 def canonicalize_chunk(smiles: Sequence[str]) -> list[tuple[str, int] | None]:
