@@ -89,15 +89,23 @@ class DataSpace:
 
 @dataclass
 class TokenSet:
-    """A split: ``tokens`` [N, D] (int64, padding = 0 past ``lengths``) and ``lengths`` [N]."""
+    """A split: ``tokens`` [N, D] (int64, padding = 0 past ``lengths``) and ``lengths`` [N].
+
+    ``prompt_lengths`` [N], for conditional data (a question and its answer): the first ``prompt_lengths[i]`` tokens
+    of datapoint i are given, the rest is what a model generates. None for unconditional data.
+    """
 
     tokens: Tensor
     lengths: Tensor
+    prompt_lengths: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 2 or self.lengths.shape != (self.tokens.shape[0],):
             raise ValueError(f"tokens must be [N, D] and lengths [N]; got {tuple(self.tokens.shape)}, "
                              f"{tuple(self.lengths.shape)}")
+        if self.prompt_lengths is not None and (self.prompt_lengths.shape != self.lengths.shape
+                                                or bool((self.prompt_lengths > self.lengths).any())):
+            raise ValueError("prompt_lengths must be [N] and at most lengths")
 
     @classmethod
     def fixed(cls, tokens: Tensor) -> TokenSet:
@@ -108,8 +116,12 @@ class TokenSet:
         return int(self.tokens.shape[0])
 
     def batch(self, index: Tensor) -> dict[str, Tensor]:
-        """The examples at ``index`` as a batch dict: ``tokens``, ``lengths`` and ``index`` (dataset positions)."""
-        return {"tokens": self.tokens[index], "lengths": self.lengths[index], "index": index}
+        """The examples at ``index`` as a batch dict: ``tokens``, ``lengths`` and ``index`` (dataset positions), and
+        ``prompt_lengths`` for conditional data."""
+        out = {"tokens": self.tokens[index], "lengths": self.lengths[index], "index": index}
+        if self.prompt_lengths is not None:
+            out["prompt_lengths"] = self.prompt_lengths[index]
+        return out
 
 
 @dataclass

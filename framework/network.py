@@ -78,13 +78,15 @@ class CausalNetwork(Network):
 
     ``forward(tokens, positions=None, attn_mask=None)`` returns logits [B, T, V_out]. ``positions`` [B, T] overrides
     the position ids (default 0..T-1); ``attn_mask`` [B, T, T] (bool, True = may attend) replaces the causal mask.
-    ``step(tokens, cache, positions=None)`` appends [B, T_new] tokens to the cache and returns their logits.
+    ``step(tokens, cache, positions=None, attn_mask=None)`` appends [B, T_new] tokens to the cache and returns their
+    logits; ``attn_mask`` [B, T_new, cache.length + T_new] replaces the causal mask over the cache.
     """
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
         raise NotImplementedError
 
-    def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None) -> Tensor:
+    def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None,
+             attn_mask: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
 

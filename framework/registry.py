@@ -27,7 +27,7 @@ from typing import Any
 
 from anyorder.errors import PluginError
 
-KINDS: tuple[str, ...] = ("objective", "network", "dataset", "metric")
+KINDS: tuple[str, ...] = ("objective", "network", "dataset", "metric", "divergence")
 """The plugin kinds, in the order they are listed."""
 
 GROUPS: dict[str, str] = {kind: f"anyorder.{kind}s" for kind in KINDS}
@@ -39,6 +39,7 @@ _BASES: dict[str, str] = {
     "network": "anyorder.network:Network",
     "dataset": "anyorder.data:DiscreteDataModule",
     "metric": "anyorder.metrics:SampleMetric",
+    "divergence": "anyorder.divergence:Divergence",
 }
 
 PROGRAMMATIC = "<register()>"

@@ -113,11 +113,14 @@ class CausalTransformer(CausalNetwork):
         values = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.blocks]
         return KVCache(keys, values)
 
-    def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None) -> Tensor:
+    def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None,
+             attn_mask: Tensor | None = None) -> Tensor:
         """Append ``tokens`` [B, T_new] to ``cache`` and return their logits [B, T_new, V_out].
 
         The new tokens attend to the cached prefix and causally among themselves; their default positions are
-        ``cache.length .. cache.length + T_new - 1``. ``cache.length`` advances by ``T_new``.
+        ``cache.length .. cache.length + T_new - 1``. ``cache.length`` advances by ``T_new``. ``attn_mask`` bool
+        [B, T_new, cache.length + T_new] (True = may attend) replaces that, e.g. to drop entries of a row that a
+        backspace deleted (a per-row crop of the cache).
         """
         batch, length = tokens.shape
         start, end = cache.length, cache.length + length
@@ -129,7 +132,7 @@ class CausalTransformer(CausalNetwork):
             raise ValueError(f"cache capacity {cache.capacity} is too small for {end} positions")
         x, rope = self._embed(tokens, positions, start)
         for block, k, v in zip(self.blocks, cache.keys, cache.values, strict=True):
-            x = block(x, rope=rope, kv_cache=(k, v), cache_start=start)
+            x = block(x, rope=rope, attn_mask=attn_mask, kv_cache=(k, v), cache_start=start)
         cache.length = end
         return self.head(self.final_norm(x))
 
