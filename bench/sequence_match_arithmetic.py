@@ -1,6 +1,6 @@
 """The arithmetic experiment of SequenceMatch: held-out accuracy against the noise level, for three methods.
 
-Every run trains ``configs/arithmetic/sequence_match.yaml`` (base 7, up to 3 digits, 5,000 training questions, 200
+Every run trains ``configs/arithmetic/sequence_match.yaml`` (base 7, up to 2 digits, 5,000 training questions, 200
 held-out test questions; the question is the prompt) for ``--steps`` steps with one of:
 
 * ``mle``: maximum likelihood on corrupted answers: at the noise level, wrong tokens are inserted and left in place
@@ -16,7 +16,7 @@ level, and writes every run's numbers with the protocol to ``--out``.
 
 Run from the repository root (about a minute per run on 2 CPU cores)::
 
-    python bench/sequence_match_arithmetic.py --steps 800 --seeds 0 1 --noise 0 0.1 0.3 --out arith.json
+    python bench/sequence_match_arithmetic.py --steps 1500 --seeds 0 1 --noise 0 0.2 --out arith.json
 """
 
 from __future__ import annotations

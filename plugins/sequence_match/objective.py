@@ -128,17 +128,23 @@ class SequenceMatch(Objective):
 
     # -- training ----------------------------------------------------------------------------------------------------
 
+    _step_override: int | None = None
+    """The optimizer step to use outside a Trainer (benchmarks, tests); inside one, Lightning's global step."""
+
+    def _current_step(self) -> int:
+        return int(self._step_override) if self._step_override is not None else int(self.global_step)
+
     def _warm(self) -> bool:
         max_steps = int(self.run_config["train"]["max_steps"])
-        return self.global_step < self.config.bc_warmup * max_steps
+        return self._current_step() < self.config.bc_warmup * max_steps
 
     def loss(self, batch: dict[str, Tensor]) -> LossOutput:
-        rng = np.random.default_rng(mix_seed(self.seed, int(self.global_step), 0xB5))
+        rng = np.random.default_rng(mix_seed(self.seed, self._current_step(), 0xB5))
         prompts, episodes, noise = self._episodes(batch, rng)
         num_data = len(episodes)
         warm = self._warm()
         if not warm and self.config.replay_every and self.training:
-            if self.global_step % self.config.replay_every == 0 or not self.replay:
+            if self._current_step() % self.config.replay_every == 0 or not self.replay:
                 self._refresh_replay(prompts, rng)
             picks = rng.choice(len(self.replay), size=min(self.config.replay_rows, len(self.replay)), replace=False)
             for i in picks:
@@ -159,7 +165,7 @@ class SequenceMatch(Objective):
         prompts of the current batch (BOS alone for unconditional data)."""
         picks = rng.integers(0, len(prompts), size=self.config.replay_batch)
         chosen = [prompts[int(i)] for i in picks]
-        generator = torch.Generator(device=self.device).manual_seed(mix_seed(self.seed, int(self.global_step), 0xEE))
+        generator = torch.Generator(device=self.device).manual_seed(mix_seed(self.seed, self._current_step(), 0xEE))
         episodes, _ = self.generate(len(chosen), generator=generator, temperature=1.0, prompts=chosen)
         self.replay.extend(zip(chosen, episodes, strict=True))
 
