@@ -18,31 +18,10 @@ import argparse
 import json
 import statistics
 import time
-from typing import Any
 
 import numpy as np
 import torch
-
-
-def build(config: str, objective: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """The objective and the set-up DataModule of ``config``, its objective section replaced by ``objective``."""
-    from omegaconf import OmegaConf
-
-    from anyorder.build import build_datamodule, build_objective
-    from anyorder.config import load_config, validate
-
-    cfg = load_config(config)
-    if objective is not None:
-        plain = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(plain, dict)
-        cfg = validate(OmegaConf.create({**plain, "objective": objective}), source=f"{config} with {objective}")
-    data = build_datamodule(cfg)
-    data.prepare_data()
-    data.setup()
-    torch.manual_seed(int(cfg.seed))
-    model = build_objective(cfg, data.space)
-    model.configure_model()
-    return model, data
+from common import build
 
 
 def main() -> None:
