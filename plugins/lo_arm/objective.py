@@ -129,17 +129,24 @@ class LOARM(AnyOrderObjective):
         the order-policy at this step, ``ll`` the summed log-likelihood of every masked variable (the CE term).
         """
         known = sigma < t[:, None]
-        masked = ~known
         logp, extra = self.network_outputs(tokens, known, t)
+        terms = self._terms_from(tokens, known, logp, extra, scores)
+        del terms["lpz"]
+        return terms
+
+    def _terms_from(self, tokens: Tensor, known: Tensor, logp: Tensor, extra: Tensor, scores: Tensor
+                    ) -> dict[str, Tensor]:
+        """:meth:`step_terms` from one network call's outputs; also ``lpz`` [B, D], the order-policy's log-probs."""
+        masked = ~known
         lpx = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        lpz = F.log_softmax(_wide(self.policy_logits(logp, extra)).masked_fill(known, NEG_INF), dim=-1)
+        lpz_full = F.log_softmax(_wide(self.policy_logits(logp, extra)).masked_fill(known, NEG_INF), dim=-1)
         lqz = F.log_softmax(_wide(scores).masked_fill(known, NEG_INF), dim=-1)
         # Known positions hold -inf log-probabilities; zero them so 0 * -inf never enters the sums or gradients.
-        lpz, lqz, lpx_masked = lpz.masked_fill(known, 0.0), lqz.masked_fill(known, 0.0), lpx.masked_fill(known, 0.0)
+        lpz, lqz, lpx_masked = lpz_full.masked_fill(known, 0.0), lqz.masked_fill(known, 0.0), lpx.masked_fill(known, 0.0)
         qz, pz = lqz.exp() * masked, lpz.exp() * masked
         log_px, log_pz, entropy_q = (qz * lpx_masked).sum(-1), (qz * lpz).sum(-1), -(qz * lqz).sum(-1)
         return {"F": log_px + log_pz + entropy_q, "log_px": log_px, "log_pz": log_pz, "entropy_q": entropy_q,
-                "entropy_p": -(pz * lpz).sum(-1), "ll": lpx_masked.sum(-1)}
+                "entropy_p": -(pz * lpz).sum(-1), "ll": lpx_masked.sum(-1), "lpz": lpz_full}
 
     # -- training -----------------------------------------------------------------------------------------------------
 
@@ -206,18 +213,11 @@ class LOARM(AnyOrderObjective):
             t = torch.full((b,), step, dtype=torch.long, device=tokens.device)
             known = sigma < step
             logp, extra = self.network_outputs(tokens, known, t)
-            lpz = F.log_softmax(_wide(self.policy_logits(logp, extra)).masked_fill(known, NEG_INF), dim=-1)
+            terms = self._terms_from(tokens, known, logp, extra, scores)
             var = perm[:, step]
-            log_joint += (lpz[rows, var] + logp[rows, var, tokens[rows, var]]).double()
-            elbo += self._f_from(tokens, known, logp, lpz, scores).double()
+            log_joint += (terms["lpz"][rows, var] + logp[rows, var, tokens[rows, var]]).double()
+            elbo += terms["F"].double()
         return log_joint, plackett_luce_log_prob(scores, sigma).double(), elbo
-
-    @staticmethod
-    def _f_from(tokens: Tensor, known: Tensor, logp: Tensor, lpz: Tensor, scores: Tensor) -> Tensor:
-        lpx = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).masked_fill(known, 0.0)
-        lqz = F.log_softmax(_wide(scores).masked_fill(known, NEG_INF), dim=-1).masked_fill(known, 0.0)
-        qz = lqz.exp() * ~known
-        return (qz * (lpx + lpz.masked_fill(known, 0.0) - lqz)).sum(-1)
 
     def likelihood_protocol(self) -> dict[str, Any]:
         est = self.config.eval_estimator
