@@ -164,3 +164,17 @@ def test_tiny_run_with_warm_up_and_replay(tmp_path: Path) -> None:
     header = next(run.rglob("metrics.csv")).read_text().splitlines()[0]
     for term in ("bc", "expert", "penalty", "value", "sm", "mean_v", "mean_r", "lam"):
         assert f"train/{term}" in header, term
+
+
+def test_top_k_and_top_p_filter_the_actions() -> None:
+    model = _model()
+    greedy, _ = model.generate(8, generator=torch.Generator().manual_seed(0), temperature=0.0)
+    for options in ({"top_k": 1}, {"top_p": 1e-6}):
+        filtered, _ = model.generate(8, generator=torch.Generator().manual_seed(5), temperature=1.0, **options)
+        assert filtered == greedy
+    sampled, _ = model.generate(8, generator=torch.Generator().manual_seed(5), temperature=1.0)
+    assert sampled != greedy  # without a filter the same seed samples other actions
+    samples = model.sample(8, generator=torch.Generator().manual_seed(5), settings={"temperature": 1.0, "top_k": 1})
+    lengths = samples.lengths.tolist()
+    assert [samples.tokens[i, :n].tolist() for i, n in enumerate(lengths)] == [
+        fold(e, bksp=model.bksp_id, eos=model.eos_id) for e in greedy]

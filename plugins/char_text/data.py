@@ -139,6 +139,15 @@ class CharTextDataModule(DiscreteDataModule):
         vocab = self.vocab
         return "".join(vocab[i] for i in tokens[:length].tolist())
 
+    def default_metrics(self) -> list[dict[str, Any]]:
+        """Diversity (distinct words and word pairs) and n-gram statistics against the held-out test text, for
+        characters (n = 1..4) and words (n = 1, 2)."""
+        return [
+            {"name": "distinct_ngrams", "n": [1, 2]},
+            {"name": "ngram_divergence", "n": [1, 2, 3, 4], "tokenize": "char"},
+            {"name": "ngram_divergence", "n": [1, 2], "tokenize": "whitespace"},
+        ]
+
     def encode(self, objs: Sequence[Any]) -> TokenSet:
         """Strings of exactly ``block_size`` characters of the vocabulary, as token ids."""
         vocab = self.vocab

@@ -19,6 +19,7 @@ from anyorder.config import plugin_options
 from anyorder.data import DataSpace
 from anyorder.divergence import Divergence
 from anyorder.errors import ConfigError
+from anyorder.generate import filter_logits
 from anyorder.network import CausalNetwork, NetworkIO
 from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples, mix_seed
 from anyorder.registry import REGISTRY
@@ -185,11 +186,12 @@ class SequenceMatch(Objective):
     # -- generation with backspace -----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, num: int, *, generator: torch.Generator, temperature: float = 1.0,
-                 max_len: int | None = None, prompts: list[list[int]] | None = None) -> tuple[list[list[int]], Tensor]:
+    def generate(self, num: int, *, generator: torch.Generator, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, max_len: int | None = None,
+                 prompts: list[list[int]] | None = None) -> tuple[list[list[int]], Tensor]:
         """``num`` episodes (action lists after their prompts; default: BOS alone) from the policy, with the KV cache
         cropped row by row on BKSP; returns them and the number of BKSP actions per episode. ``temperature`` 0 takes
-        the most likely action."""
+        the most likely action; ``top_k`` and ``top_p`` filter the actions (BKSP among them) as in MLE sampling."""
         network, device = self.network, self.device
         prompts = prompts if prompts is not None else [[self.bos_id]] * num
         if len(prompts) != num or any(not p for p in prompts):
@@ -227,7 +229,8 @@ class SequenceMatch(Objective):
                 if temperature <= 0:
                     chosen = logits.argmax(dim=-1).tolist()
                 else:
-                    probs = torch.softmax(logits / temperature, dim=-1)
+                    probs = torch.softmax(filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p),
+                                          dim=-1)
                     chosen = torch.multinomial(probs, 1, generator=generator)[:, 0].tolist()
                 slot = width + t
                 for b, a in enumerate(chosen):
@@ -271,6 +274,8 @@ class SequenceMatch(Objective):
     def sample(self, num: int, *, generator: torch.Generator, settings: dict[str, Any]) -> Samples:
         """``num`` folded sequences; ``stats["backspace_rate"]`` is the share of actions that were BKSP."""
         episodes, backspaces = self.generate(num, generator=generator, temperature=float(settings.get("temperature", 1.0)),
+                                             top_k=int(settings.get("top_k") or 0),
+                                             top_p=float(settings.get("top_p", 1.0)),
                                              max_len=int(settings.get("max_len") or 0) or None)
         folded = [fold(e, bksp=self.bksp_id, eos=self.eos_id) for e in episodes]
         width = max(1, max(len(f) for f in folded))

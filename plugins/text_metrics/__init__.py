@@ -1,1 +1,2 @@
-"""Sample metrics for text: the ``distinct_ngrams`` diversity metric (distinct-n)."""
+"""Sample metrics for text: ``distinct_ngrams`` (distinct-n diversity) and ``ngram_divergence`` (n-gram
+statistics against held-out text)."""

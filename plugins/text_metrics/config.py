@@ -33,3 +33,35 @@ class DistinctNgramsConfig(PluginConfig):
         if self.tokenize not in TOKENIZERS:
             raise ConfigError(f"distinct_ngrams: tokenize must be one of {', '.join(TOKENIZERS)} "
                               f"(got {self.tokenize!r})")
+
+
+@dataclass
+class NgramDivergenceConfig(PluginConfig):
+    """n-gram statistics of the samples against text of a reference split (held-out text by default).
+
+    The samples and the reference datapoints are read as strings and cut into words (``whitespace``) or characters;
+    n-grams never cross a datapoint boundary. For each ``n`` it reports, with u = ``char`` or ``word``:
+
+    * ``ngram_js_<u><n>``: the Jensen-Shannon divergence (bits, in [0, 1]) between the n-gram frequencies of the
+      samples and those of the reference;
+    * ``ngram_seen_<u><n>``: the share of the samples' n-grams (with repeats) that occur in the reference.
+
+    Both depend on the number of samples and the size of the reference: compare models at equal sample counts.
+    """
+
+    implementation: ClassVar[Any] = "anyorder_plugins.text_metrics.divergence:NgramDivergence"
+
+    n: list[int] = opt([1, 2, 3, 4], "the n-gram orders to report, each >= 1")
+    tokenize: str = opt("char", "units of an n-gram: char | whitespace (words)")
+    reference_split: str = opt("test", "the split whose text is the reference: train | val | test")
+
+    def check(self) -> None:
+        """Raise :class:`~anyorder.errors.ConfigError` on invalid orders, an unknown ``tokenize`` or split."""
+        if not self.n or any(int(k) < 1 for k in self.n) or len(set(self.n)) != len(self.n):
+            raise ConfigError(f"ngram_divergence: n must be a non-empty list of distinct orders >= 1 (got {list(self.n)})")
+        if self.tokenize not in TOKENIZERS:
+            raise ConfigError(f"ngram_divergence: tokenize must be one of {', '.join(TOKENIZERS)} "
+                              f"(got {self.tokenize!r})")
+        if self.reference_split not in ("train", "val", "test"):
+            raise ConfigError(f"ngram_divergence: reference_split must be train, val or test "
+                              f"(got {self.reference_split!r})")
