@@ -119,3 +119,20 @@ def test_cli_ddp_run_uses_one_run_directory(tmp_path: Path) -> None:
           "trainer.accelerator=cpu", "trainer.devices=1"], cwd=tmp_path)
     assert sharded.read_text() == single.read_text() and len(single.read_text().splitlines()) == 9
     assert json.loads((tmp_path / "ddp.jsonl.meta.json").read_text())["world_size"] == 2
+
+
+def test_sequence_match_keeps_one_replay_buffer_per_rank(tmp_path: Path) -> None:
+    # Replay refreshes at steps 0 and 2 of 4: each rank generates 3 sequences each time with its own seed, and the
+    # checkpoint (written by rank 0) holds both ranks' buffers, so a resume on 2 ranks gives each its own back.
+    overrides = [*tiny_overrides(tmp_path), "logger.name=none", "train.test_at_end=false", *DDP,
+                 "objective.name=sequence_match", "objective.bc_warmup=0.0", "objective.replay_every=2",
+                 "objective.replay_batch=3", "objective.replay_rows=2", "sample.num_val_samples=0"]
+    _run(["-m", "anyorder.cli", "train", str(MARKOV_CONFIG), *overrides], cwd=tmp_path)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4
+    buffers = ckpt["sequence_match_replay"]
+    assert len(buffers) == 2 and len(buffers[0]) == len(buffers[1]) == 6
+    assert buffers[0] != buffers[1], "both ranks generated the same replay sequences"
+    for buffer in buffers:
+        assert all(prompt == [8] and len(actions) > 0 for prompt, actions in buffer)  # BOS of the 8-token markov data

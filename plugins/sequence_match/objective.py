@@ -21,12 +21,16 @@ from anyorder.divergence import Divergence
 from anyorder.errors import ConfigError
 from anyorder.generate import filter_logits
 from anyorder.network import CausalNetwork, NetworkIO
-from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples, mix_seed
+from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples, gather_objects, mix_seed
 from anyorder.registry import REGISTRY
 from anyorder_plugins.sequence_match.actions import augment, fold, one_pass_inputs
 from anyorder_plugins.sequence_match.config import SequenceMatchConfig
 
 NEG_INF = float("-inf")
+
+
+REPLAY_KEY = "sequence_match_replay"
+"""Checkpoint entry holding the replay buffer of every rank (a list, in rank order, of [prompt, actions] lists)."""
 
 
 class SequenceMatch(Objective):
@@ -140,7 +144,8 @@ class SequenceMatch(Objective):
         return self._current_step() < self.config.bc_warmup * max_steps
 
     def loss(self, batch: dict[str, Tensor]) -> LossOutput:
-        rng = np.random.default_rng(mix_seed(self.seed, self._current_step(), 0xB5))
+        # The rank is part of every seed: under DDP each rank corrupts its own data and fills its own replay buffer.
+        rng = np.random.default_rng(mix_seed(self.seed, self._current_step(), self.global_rank, 0xB5))
         prompts, episodes, noise = self._episodes(batch, rng)
         num_data = len(episodes)
         warm = self._warm()
@@ -166,9 +171,30 @@ class SequenceMatch(Objective):
         prompts of the current batch (BOS alone for unconditional data)."""
         picks = rng.integers(0, len(prompts), size=self.config.replay_batch)
         chosen = [prompts[int(i)] for i in picks]
-        generator = torch.Generator(device=self.device).manual_seed(mix_seed(self.seed, self._current_step(), 0xEE))
+        generator = torch.Generator(device=self.device).manual_seed(
+            mix_seed(self.seed, self._current_step(), self.global_rank, 0xEE))
         episodes, _ = self.generate(len(chosen), generator=generator, temperature=1.0, prompts=chosen)
         self.replay.extend(zip(chosen, episodes, strict=True))
+
+    # -- checkpoints: the replay buffers travel with the weights, so a resumed run continues exactly ---------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # Every rank's buffer, gathered (only rank 0 writes the file), as plain int lists: loading stays weights-only.
+        mine = [[list(prompt), list(actions)] for prompt, actions in self.replay]
+        checkpoint[REPLAY_KEY] = gather_objects([mine])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        buffers = checkpoint.get(REPLAY_KEY)
+        if not buffers:
+            return
+        trainer = self._trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        # Same number of ranks: each takes its own buffer back. Otherwise the sequences are dealt out round-robin.
+        entries = buffers[rank] if len(buffers) == world else [e for b in buffers for e in b][rank::world]
+        self.replay.clear()
+        self.replay.extend((list(prompt), list(actions)) for prompt, actions in entries)
 
     # -- likelihood: the policy's probability of the folded data, written without backspaces ------------------------
 
