@@ -10,15 +10,16 @@ from typing import Any
 import torch
 
 
-def build(config: str, objective: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """The objective and the set-up DataModule of ``config``, its objective section replaced by ``objective`` (so
-    two objectives can be compared on the same network and data)."""
+def build(config: str, objective: dict[str, Any] | None = None,
+          overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """The objective and the set-up DataModule of ``config`` with ``key=value`` ``overrides``, its objective section
+    replaced by ``objective`` (so two objectives can be compared on the same network and data)."""
     from omegaconf import OmegaConf
 
     from anyorder.build import build_datamodule, build_objective
     from anyorder.config import load_config, validate
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides)
     if objective is not None:
         plain = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(plain, dict)

@@ -9,7 +9,8 @@ median block time per step is compared. Prints the ratio, and the replay-generat
 
 Run from the repository root::
 
-    python bench/sequence_match.py [--config configs/arithmetic/sequence_match.yaml] [--steps 20] [--blocks 5]
+    python bench/sequence_match.py [--config configs/arithmetic/sequence_match.yaml] [--steps 20] [--blocks 5] \\
+        [--set data.block_size=64 ...]
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/arithmetic/sequence_match.yaml")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per timed block")
     parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for both models")
     args = parser.parse_args()
 
-    sm, data = build(args.config)
-    mle, _ = build(args.config, {"name": "mle"})
+    sm, data = build(args.config, overrides=args.set)
+    mle, _ = build(args.config, {"name": "mle"}, overrides=args.set)
     # Past the warm-up: global_step is Lightning's; outside a Trainer, pin it with the attribute the objective reads.
     sm.run_config["train"]["max_steps"] = 10**9
     sm.config.bc_warmup = 0.0
@@ -64,7 +66,7 @@ def main() -> None:
     start = time.perf_counter()
     sm.generate(len(prompts), generator=torch.Generator().manual_seed(0), prompts=prompts)
     generation = time.perf_counter() - start
-    result = {"config": args.config, "batch": batch_size, "threads": torch.get_num_threads(),
+    result = {"config": args.config, "overrides": args.set, "batch": batch_size, "threads": torch.get_num_threads(),
               "seconds_per_step": median, "ratio_sequence_match_over_mle": median["sequence_match"] / median["mle"],
               "replay_every": sm.config.replay_every, "replay_batch": sm.config.replay_batch,
               "replay_generation_seconds": generation,

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 
-def reference_scores(config: str, num: int, sample_overrides: list[str]) -> dict[str, float]:
+def reference_scores(config: str, num: int, overrides: list[str]) -> dict[str, float]:
     """The suite of :func:`main` on ``num`` training datapoints (drawn at random, seed 0) decoded like samples: what
     a model that samples the training distribution exactly would score at this sample size. Metrics measured against
     the training split itself (novelty) are 0 here by construction."""
@@ -40,7 +40,7 @@ def reference_scores(config: str, num: int, sample_overrides: list[str]) -> dict
     from anyorder.config import load_config
     from anyorder.sample_eval import score
 
-    cfg = load_config(config, sample_overrides)
+    cfg = load_config(config, overrides)
     data = build_datamodule(cfg)
     data.prepare_data()
     data.setup()
@@ -90,7 +90,7 @@ def main() -> None:
                           "mean_length": meta.get("mean_length"), **meta.get("scores", {})}
                 rows.append(result)
                 print(json.dumps(result), flush=True)
-        reference = reference_scores(f"configs/{args.dataset}/mle.yaml", args.num, args.sample) \
+        reference = reference_scores(f"configs/{args.dataset}/mle.yaml", args.num, [*args.train, *args.sample]) \
             if args.reference else {}
     keys = [k for k in rows[0] if k not in ("objective", "seed") and isinstance(rows[0][k], (int, float))]
     print(f"\n{args.dataset}: SequenceMatch {steps['sequence_match']} steps vs MLE {steps['mle']} steps "
