@@ -101,7 +101,10 @@ def main() -> None:
             cells.append(f"{statistics.mean(accs):.3f}±{sd:.3f}    " if accs else " " * 18)
         print(f"{name:16s}" + "".join(cells))
     if args.out:
-        protocol = {"config": CONFIG, "steps": args.steps, "seeds": args.seeds, "decoding": "greedy, BKSP allowed",
+        from anyorder.runs import git_state, package_versions
+
+        protocol = {"git": git_state(Path.cwd()), "packages": package_versions(),
+                    "config": CONFIG, "steps": args.steps, "seeds": args.seeds, "decoding": "greedy, BKSP allowed",
                     "test": "the 200 held-out questions of the seeded arithmetic split", "methods": METHODS}
         Path(args.out).write_text(json.dumps({"protocol": protocol, "runs": rows}, indent=1))
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -105,10 +104,12 @@ def main() -> None:
         ref = f"{reference[key]:16.4f}" if key in reference else ""
         print(f"{key:24s}" + "".join(cells) + ref)
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        from anyorder.runs import git_state, package_versions
+
         protocol = {"dataset": args.dataset, "steps": steps, "ratio": args.ratio, "seeds": args.seeds,
                     "num_samples": args.num, "sample_overrides": args.sample, "train_overrides": args.train,
-                    "weights": "EMA", "git_commit": commit,
+                    "weights": "EMA", "git": git_state(Path.cwd()),
+                    "packages": package_versions(),
                     "equal_compute": "MLE steps = ratio x SequenceMatch steps (bench/sequence_match.py)"}
         Path(args.out).write_text(json.dumps({"protocol": protocol, "runs": rows, "reference": reference}, indent=1))
 
