@@ -8,17 +8,14 @@ concatenation, so under DDP the counts over all ranks are those one device would
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities import dim_zero_cat
 
 from anyorder.errors import ConfigError
-from anyorder.metrics import SampleMetric
 from anyorder_plugins.text_metrics.config import NgramDivergenceConfig
-from anyorder_plugins.text_metrics.metric import ngram_hashes, ngram_units
+from anyorder_plugins.text_metrics.metric import NgramHashMetric, ngram_hashes, ngram_units
 
 
 def jensen_shannon(p: Counter[int], q: Counter[int]) -> float:
@@ -36,16 +33,14 @@ def jensen_shannon(p: Counter[int], q: Counter[int]) -> float:
     return float((0.5 * (kl_a + kl_b)).clamp(0.0, 1.0))
 
 
-class NgramDivergence(SampleMetric):
+class NgramDivergence(NgramHashMetric):
     """``ngram_js_<u><n>`` and ``ngram_seen_<u><n>`` of the samples against a reference split (see the config)."""
 
     Config = NgramDivergenceConfig
     config: NgramDivergenceConfig
 
     def __init__(self, config: NgramDivergenceConfig, datamodule: Any = None) -> None:
-        config.check()
         super().__init__(config, datamodule)
-        self.orders = [int(k) for k in config.n]
         self.unit = "char" if config.tokenize == "char" else "word"
         splits = getattr(datamodule, "splits", None)
         if splits is None:
@@ -55,23 +50,12 @@ class NgramDivergence(SampleMetric):
         units = [ngram_units(t, config.tokenize) for t in texts]
         self.reference: dict[int, Counter[int]] = {k: Counter(h for u in units for h in ngram_hashes(u, k))
                                                    for k in self.orders}
-        for k in self.orders:
-            self.add_state(f"hashes_{k}", default=[], dist_reduce_fx="cat")
-
-    def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
-        """Add the n-grams of ``samples`` (decoded datapoints, read with ``str()``)."""
-        units = [ngram_units(str(sample), self.config.tokenize) for sample in samples]
-        for k in self.orders:
-            hashes = [h for u in units for h in ngram_hashes(u, k)]
-            getattr(self, f"hashes_{k}").append(torch.tensor(hashes, dtype=torch.int64, device=self.device))
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """The divergence and the seen share for each order (both 0 when the samples hold no n-gram of it)."""
         out = {}
         for k in self.orders:
-            state = getattr(self, f"hashes_{k}")
-            hashes = dim_zero_cat(state) if not (isinstance(state, list) and len(state) == 0) else torch.empty(0)
-            counts = Counter(hashes.tolist())
+            counts = Counter(self.hashes(k).tolist())
             total = sum(counts.values())
             reference = self.reference[k]
             seen = sum(c for h, c in counts.items() if h in reference) / total if total else 0.0

@@ -1,4 +1,5 @@
-"""The ``distinct_ngrams`` metric: distinct-n, the fraction of distinct n-grams among all n-grams of the samples.
+"""The n-gram hashing shared by the text metrics, and the ``distinct_ngrams`` metric (distinct-n: the fraction of
+distinct n-grams among all n-grams of the samples).
 
 Each n-gram is kept as a 64-bit hash (BLAKE2b, so equal n-grams hash equally in every process, unlike Python's
 salted ``hash``) in a list state reduced by concatenation. Under DDP every rank's n-grams are gathered before
@@ -38,16 +39,12 @@ def ngram_hashes(units: Sequence[str], n: int) -> list[int]:
     ]
 
 
-class DistinctNgrams(SampleMetric):
-    """distinct-n for each configured n: (number of distinct n-grams) / (number of n-grams), over all samples.
+class NgramHashMetric(SampleMetric):
+    """Base of the n-gram metrics: keeps the hashed n-grams of every sample, per order, in list states reduced by
+    concatenation (so under DDP, ``hashes(k)`` holds every rank's n-grams). Subclasses set ``orders`` and
+    ``tokenize`` through their config (``n`` and ``tokenize``) and implement ``compute``."""
 
-    ``compute`` returns ``{"distinct_<n>": value}``; the value is 0 when the samples hold no n-gram of that order.
-    """
-
-    Config = DistinctNgramsConfig
-    config: DistinctNgramsConfig
-
-    def __init__(self, config: DistinctNgramsConfig, datamodule: Any = None) -> None:
+    def __init__(self, config: Any, datamodule: Any = None) -> None:
         config.check()
         super().__init__(config, datamodule)
         self.orders = [int(k) for k in config.n]
@@ -62,12 +59,26 @@ class DistinctNgrams(SampleMetric):
             # An update always appends, possibly an empty tensor, so a rank that saw samples never has an empty list.
             getattr(self, f"hashes_{k}").append(torch.tensor(hashes, dtype=torch.int64, device=self.device))
 
+    def hashes(self, k: int) -> Tensor:
+        """Every n-gram hash of order ``k`` seen so far (empty when none)."""
+        state = getattr(self, f"hashes_{k}")
+        return dim_zero_cat(state) if not (isinstance(state, list) and len(state) == 0) else torch.empty(0)
+
+
+class DistinctNgrams(NgramHashMetric):
+    """distinct-n for each configured n: (number of distinct n-grams) / (number of n-grams), over all samples.
+
+    ``compute`` returns ``{"distinct_<n>": value}``; the value is 0 when the samples hold no n-gram of that order.
+    """
+
+    Config = DistinctNgramsConfig
+    config: DistinctNgramsConfig
+
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``distinct_<n>`` for each n: distinct n-grams over all n-grams."""
         out = {}
         for k in self.orders:
-            state = getattr(self, f"hashes_{k}")
-            hashes = dim_zero_cat(state) if not (isinstance(state, list) and len(state) == 0) else torch.empty(0)
+            hashes = self.hashes(k)
             total = hashes.numel()
             value = torch.unique(hashes).numel() / total if total else 0.0
             out[f"distinct_{k}"] = torch.tensor(value, dtype=torch.float32)
