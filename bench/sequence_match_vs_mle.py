@@ -38,6 +38,7 @@ def reference_scores(config: str, num: int, overrides: list[str]) -> dict[str, f
     from anyorder.build import build_datamodule
     from anyorder.config import load_config
     from anyorder.sample_eval import score
+    from anyorder.sampling import full_suite
 
     cfg = load_config(config, overrides)
     data = build_datamodule(cfg)
@@ -46,10 +47,7 @@ def reference_scores(config: str, num: int, overrides: list[str]) -> dict[str, f
     train = data.splits.train
     picked = np.random.default_rng(0).choice(len(train), size=min(num, len(train)), replace=False)
     objs = [data.decode(train.tokens[int(i)], int(train.lengths[int(i)])) for i in picked]
-    sections = list(cfg.metrics)
-    named = {s["name"] for s in sections}
-    sections += [s for s in data.default_metrics() if s["name"] not in named]
-    return score(data, objs, sections)["values"]
+    return score(data, objs, full_suite(cfg, data))["values"]
 
 
 def main() -> None:

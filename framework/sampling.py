@@ -48,6 +48,14 @@ def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "
                         out=Path(out), checkpoint=checkpoint, step=restored.step, score_samples=score_samples)
 
 
+def full_suite(cfg: Any, datamodule: Any) -> list[Any]:
+    """The metric sections samples are scored by: the run's metrics plus the dataset's own suite, each name once (a
+    full evaluation, not only the cheap validation metrics)."""
+    sections = list(cfg.metrics)
+    named = {s["name"] for s in sections}
+    return sections + [s for s in datamodule.default_metrics() if s["name"] not in named]
+
+
 def check_output(out: str | Path, num: int) -> None:
     """Reject an output name or count that :func:`draw_to_file` cannot serve, before any work."""
     if Path(out).suffix not in (".txt", ".jsonl"):
@@ -105,10 +113,7 @@ def draw_to_file(trainer: Any, model: Any, datamodule: Any, cfg: Any, run_dir: P
         meta["order_pictures"] = [str(p) for p in pictures]
     write_json(out.with_name(out.name + ".meta.json"), meta)
     images = picture_keys("samples", out.with_name(out.stem), pictures)
-    # The run's metrics plus the dataset's own suite (once each): a full evaluation, not only the cheap val metrics.
-    sections = list(cfg.metrics)
-    named = {s["name"] for s in sections}
-    sections += [s for s in datamodule.default_metrics() if s["name"] not in named]
+    sections = full_suite(cfg, datamodule)
     if sections and score_samples:
         _score_and_log(datamodule, cfg, run_dir, step, objs, sections, out, meta, logger, images)
     elif images and logger is not False:
