@@ -94,8 +94,9 @@ def find_run_files(wandb_dir: str | Path) -> list[Path]:
     """The run files (``*/run-*.wandb``) under a ``wandb`` directory, oldest first.
 
     ``wandb_dir`` may also be a directory that holds a ``wandb`` directory, such as an anyorder run directory. The
-    ``latest-run`` link is skipped, so each file is listed once. Files are ordered by their run directory's name,
-    which starts with the run's start time, then by modification time.
+    ``latest-run`` link is skipped, so each file is listed once. Files are ordered by the start time in their run
+    directory's name, then by the start time in the file's run record (which has nanoseconds), then by modification
+    time.
     """
     root = Path(wandb_dir)
     if not root.is_dir():
@@ -103,7 +104,21 @@ def find_run_files(wandb_dir: str | Path) -> list[Path]:
     if (root / "wandb").is_dir():
         root = root / "wandb"
     files = [p for p in root.glob("*/run-*.wandb") if p.is_file() and not p.parent.is_symlink()]
-    return sorted(files, key=lambda p: (_start_time(p.parent.name), p.stat().st_mtime_ns, str(p)))
+    # The directory time stamp has whole seconds: a run and its resume can share one, and W&B may still be writing
+    # the first file when the second starts, so modification times alone can put them in the wrong order.
+    return sorted(files, key=lambda p: (_start_time(p.parent.name), _recorded_start(p), p.stat().st_mtime_ns, str(p)))
+
+
+def _recorded_start(path: Path) -> tuple[int, int]:
+    """(seconds, nanoseconds) of the start time in the file's first run record; (0, 0) when it has none or cannot
+    be read."""
+    try:
+        for record in iter_records(path):
+            if record.WhichOneof("record_type") == "run":
+                return int(record.run.start_time.seconds), int(record.run.start_time.nanos)
+    except RunError:
+        pass
+    return 0, 0
 
 
 def _start_time(dirname: str) -> str:

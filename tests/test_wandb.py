@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,23 @@ def test_resume_continues_the_same_wandb_run(wandb_run: TrainedRun, resumed_run:
 def test_resume_continues_the_logging_steps(resumed_run: Path) -> None:
     after = read_run(find_run_files(resumed_run)[-1])
     assert [step for step, _ in after.values("train/loss")] == list(range(MAX_STEPS, RESUMED_STEPS))
+
+
+def test_run_files_of_one_second_are_ordered_by_their_recorded_start(resumed_run: Path, tmp_path: Path) -> None:
+    # A run and its resume in the same second, the resume's directory sorting first by name and the first part
+    # written last: only the start time recorded in each file (with nanoseconds) can order them.
+    first, resumed = find_run_files(resumed_run)
+    wandb_dir = tmp_path / "wandb"
+    copies = [wandb_dir / "offline-run-20250101_000000-zzz" / first.name,
+              wandb_dir / "offline-run-20250101_000000-aaa" / resumed.name]
+    for source, copy in zip((first, resumed), copies, strict=True):
+        copy.parent.mkdir(parents=True)
+        copy.write_bytes(source.read_bytes())
+    os.utime(copies[0], ns=(2 * 10**18, 2 * 10**18))
+    os.utime(copies[1], ns=(10**18, 10**18))
+    assert find_run_files(wandb_dir) == copies
+    last = read_run(find_run_files(wandb_dir)[-1])
+    assert [step for step, _ in last.values("train/loss")] == list(range(MAX_STEPS, RESUMED_STEPS))
 
 
 def test_auto_mode_is_offline_without_an_api_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
