@@ -1,9 +1,10 @@
 """Sampling benchmark: KV-cache stepping vs full recomputation for the causal transformer.
 
-Builds a randomly initialised :class:`CausalTransformer` and times :func:`anyorder.generate.sample_causal` at one
-sequence length, once with ``use_cache=True`` (BOS prefill, then one token per step through the preallocated KV
-cache) and once with ``use_cache=False`` (the full forward over the whole prefix at every step). There is no EOS,
-so every run generates exactly ``--length`` tokens per sequence. The two methods alternate within each repeat so
+Builds a randomly initialised :class:`CausalTransformer` and times
+:func:`anyorder_plugins.causal.generate.sample_causal` at one sequence length, once with ``use_cache=True`` (BOS
+prefill, then one token per step through the preallocated KV cache) and once with ``use_cache=False`` (the full
+forward over the whole prefix at every step). There is no EOS, so every run generates exactly ``--length`` tokens
+per sequence. The two methods alternate within each repeat so
 that drifts of the machine (thermal, other load) affect both alike. It prints generated tokens per second (batch x
 length / wall time) for each method, the median speedup of the cache over recomputation, and the setup (torch
 version, threads, device). Both methods use the same seed and, as a check, must return the same tokens.
@@ -20,8 +21,8 @@ import time
 
 import torch
 
-from anyorder.generate import sample_causal
 from anyorder.network import NetworkIO
+from anyorder_plugins.causal.generate import sample_causal
 from anyorder_plugins.causal_transformer.config import CausalTransformerConfig
 from anyorder_plugins.causal_transformer.network import CausalTransformer
 

@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
 from anyorder.network import AnyOrderNetwork, NetworkIO
-from anyorder.objective import Objective
+from anyorder.objective import BuildContext, Objective
 
 
 def random_orders(batch: int, num_variables: int, *, generator: torch.Generator | None = None,
@@ -53,10 +52,10 @@ class AnyOrderObjective(Objective):
     mask_id: int
     extra_outputs: int
 
-    def build_network(self, space: DataSpace, *, extra_outputs: int = 0) -> None:
-        """Build ``self.network`` for ``space``: inputs are the values plus MASK (= K_max), outputs K_max values
+    def build_network(self, build: BuildContext, *, extra_outputs: int = 0) -> None:
+        """Build ``self.network`` for the data space: inputs are the values plus MASK (= K_max), outputs K_max values
         (variable d uses its first ``space.vocab_sizes[d]``) and ``extra_outputs`` further channels."""
-        name = self.run_config["objective"]["name"]
+        space, name = build.space, build.objective_name
         if space.variable_length:
             raise ConfigError(f"{name} needs fixed-size datapoints (every datapoint has all D variables); this "
                               f"dataset has variable-length sequences: use fixed-length chunks or a left-to-right "
@@ -67,7 +66,7 @@ class AnyOrderObjective(Objective):
         outputs = tuple(space.vocab_sizes) if not extra_outputs else tuple([k_max + extra_outputs] * d)
         io = NetworkIO(input_vocab_sizes=tuple([k_max + 1] * d), output_vocab_sizes=outputs, max_len=d,
                        structure=space.structure, shape=space.shape)
-        network = self.make_network(self.network_section, io, require=AnyOrderNetwork)
+        network = build.network(io, require=AnyOrderNetwork)
         assert isinstance(network, AnyOrderNetwork)
         self.network = network
         # value_mask[d, k]: value k exists for variable d (variables may have different vocabularies).

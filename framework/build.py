@@ -13,7 +13,8 @@ from anyorder.checkpoint import SafeAtomicCheckpointIO, load_checkpoint
 from anyorder.config import load_config, plugin_options
 from anyorder.data import DataSpace, DiscreteDataModule
 from anyorder.errors import RunError
-from anyorder.objective import CHECKPOINT_KEY, Objective
+from anyorder.module import CHECKPOINT_KEY, RunModule, RunOutputs, upgrade_checkpoint
+from anyorder.objective import Objective
 from anyorder.registry import REGISTRY
 from anyorder.runs import checkpoint_path, require_run_dir
 
@@ -27,12 +28,16 @@ def build_datamodule(cfg: DictConfig, *, eval_batch_size: int | None = None) -> 
     )
 
 
-def build_objective(cfg: DictConfig, space: DataSpace | None = None) -> Objective:
-    """The objective plugin named in ``cfg.objective`` (its networks are built at ``configure_model``)."""
-    impl = REGISTRY.implementation("objective", cfg.objective.name)
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(run_config, dict)
-    return impl(plugin_options("objective", cfg.objective), run_config, space)
+def build_module(cfg: DictConfig, space: DataSpace | None = None, outputs: RunOutputs | None = None) -> RunModule:
+    """The run's LightningModule around the objective plugin named in ``cfg.objective`` (the objective is built at
+    ``configure_model``, or at once with :meth:`RunModule.build_objective` when ``space`` is known)."""
+    return RunModule(cfg, space, outputs)
+
+
+def build_objective(cfg: DictConfig, space: DataSpace) -> Objective:
+    """The objective plugin of ``cfg`` built for ``space``, outside a Trainer (tests, benchmarks, notebooks): call
+    its hooks with :meth:`~anyorder.objective.StepContext.standalone` and the other contexts."""
+    return build_module(cfg, space).build_objective()
 
 
 def build_trainer(cfg: DictConfig, *, logger: Any = False, callbacks: list[Any] | None = None,
@@ -48,7 +53,7 @@ def build_trainer(cfg: DictConfig, *, logger: Any = False, callbacks: list[Any] 
         "use_distributed_sampler": False,  # anyorder's loaders shard without padding duplicates
         "num_sanity_val_steps": 0,
         "enable_model_summary": False,
-        "gradient_clip_val": None,  # clipping is done (and checked for NaN) by Objective.configure_gradient_clipping
+        "gradient_clip_val": None,  # clipping is done (and checked for NaN) by RunModule.configure_gradient_clipping
     }
     user_plugins = passthrough.pop("plugins", None) or []
     kwargs["plugins"] = [*kwargs["plugins"], *(user_plugins if isinstance(user_plugins, list) else [user_plugins])]
@@ -66,7 +71,8 @@ class RestoredRun:
     checkpoint: Path
     step: int
     datamodule: DiscreteDataModule
-    model: Objective
+    module: RunModule
+    outputs: RunOutputs
 
 
 def restore_run(run_dir: str | Path, *, which: str = "last", overrides: list[str] | tuple[str, ...] = (),
@@ -84,16 +90,16 @@ def restore_run(run_dir: str | Path, *, which: str = "last", overrides: list[str
     if not isinstance(extra, dict) or extra.get("space") is None:
         raise RunError(f"{str(ckpt_path)!r} has no anyorder section; it was not written by `anyorder train`")
     space = DataSpace.from_dict(extra["space"])
+    upgrade_checkpoint(ckpt)
     datamodule = build_datamodule(cfg, eval_batch_size=eval_batch_size)
-    model = build_objective(cfg, space)
-    model.configure_model()
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    # LikelihoodStats states are not persistent; anything else missing means the config does not match the weights.
-    missing = [k for k in missing if not k.startswith(("val_stats.", "test_stats."))]
+    outputs = RunOutputs(path)
+    module = build_module(cfg, space, outputs)
+    module.configure_model()
+    missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
         raise RunError(
             f"the weights in {str(ckpt_path)!r} do not fit the model built from the config "
             f"(missing: {missing[:5]}, unexpected: {list(unexpected)[:5]}); did an override change the network?"
         )
-    model.on_load_checkpoint(ckpt)
-    return RestoredRun(path, cfg, ckpt_path, int(ckpt.get("global_step", 0)), datamodule, model)
+    module.on_load_checkpoint(ckpt)
+    return RestoredRun(path, cfg, ckpt_path, int(ckpt.get("global_step", 0)), datamodule, module, outputs)

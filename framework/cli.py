@@ -3,6 +3,10 @@
 Each command is a thin wrapper over a typed function (``anyorder.train.train``, ``anyorder.evaluation.evaluate``,
 ...), imported only when the command runs: ``anyorder config`` and ``anyorder plugins`` never import torch.
 Errors caused by input are printed as one message (no traceback) with exit status 2.
+
+Plugin families add further commands through the entry-point group ``anyorder.commands`` (see
+:mod:`anyorder.command`); they follow the built-in ones, and one that fails to load is left out of the parser and
+reported by ``anyorder plugins``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from anyorder.errors import AnyorderError
+from anyorder.errors import AnyorderError, PluginError
 
 
 def _split_config_args(args: list[str], resume: str | None) -> tuple[str | None, list[str]]:
@@ -28,10 +32,11 @@ def _split_config_args(args: list[str], resume: str | None) -> tuple[str | None,
 
 def cmd_train(ns: argparse.Namespace) -> int:
     config, overrides = _split_config_args(ns.args, ns.resume)
-    from anyorder.config import load_config
+    from anyorder.config import check_implementations, load_config
 
     if config is not None:
-        load_config(config, overrides)  # fail on a bad config before torch and Lightning are imported
+        cfg = load_config(config, overrides)  # fail on a bad config before torch and Lightning are imported
+        check_implementations(cfg, config)  # and on a plugin that cannot be imported before the run directory exists
     from anyorder.runs import command_line, is_launch_rank_zero
     from anyorder.train import train
 
@@ -81,40 +86,47 @@ def _print_outputs(run_dir: object) -> None:
 
 
 def cmd_config(ns: argparse.Namespace) -> int:
-    from anyorder.config import explain, load_config, to_yaml
-    from anyorder.registry import REGISTRY
+    from anyorder.config import explain_plugins, load_config, to_yaml
 
     cfg = load_config(ns.file, ns.overrides)
     print(to_yaml(cfg), end="")
     if ns.explain:
         print("\n# options of the plugins in this config")
-        sections = [("objective", cfg.objective, "objective"), ("network", cfg.network, "network"),
-                    ("dataset", cfg.data, "data")] + [("metric", m, "metrics[]") for m in cfg.metrics]
-        for kind, section, key in sections:
-            plugin = REGISTRY.get(kind, section.name)
-            print(f"# {key}: {kind} {section.name!r} from {plugin.info.origin}: {plugin.summary}")
-            for line in explain(plugin.config_class, prefix="#   "):
-                print(line)
+        for line in explain_plugins(cfg):
+            print(line)
     return 0
 
 
 def cmd_plugins(ns: argparse.Namespace) -> int:
-    from anyorder.registry import KINDS, REGISTRY
+    from anyorder.registry import REGISTRY
 
+    # An unknown --kind raises PluginError: one line and exit status 2.
+    kinds = REGISTRY.kinds() if ns.kind is None else [REGISTRY.kind_info(ns.kind).name]
+    builtin = _builtin_command_names()
     rows = []
-    for kind in KINDS if ns.kind is None else [ns.kind]:
+    for kind in kinds:
+        kind_info = REGISTRY.kind_info(kind)
+        if kind_info.problem is not None:
+            # A kind nobody can use is listed even when no plugin of it is installed.
+            for decl in kind_info.declarations:
+                rows.append({"kind": "kind", "name": kind, "distribution": decl.distribution, "version": decl.version,
+                             "summary": "", "status": f"error: {kind_info.problem}", "target": decl.target})
         for name in REGISTRY.names(kind):
             claims = REGISTRY.claims(kind, name)
             status = REGISTRY.status(kind, name, import_implementation=not ns.no_import)
+            if kind == "command" and status == "ok":
+                problem = _command_problem(name, builtin)
+                status = "ok" if problem is None else f"error: {problem}"
             summary = ""
             if status == "ok":
                 summary = REGISTRY.get(kind, name).summary
             for info in claims:
                 rows.append({"kind": kind, "name": name, "distribution": info.distribution, "version": info.version,
                              "summary": summary, "status": status, "target": info.target})
+    exit_status = 0 if all(r["status"] == "ok" for r in rows) else 1
     if ns.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return exit_status
     widths = {k: max([len(k)] + [len(str(r[k])) for r in rows]) for k in ("kind", "name", "distribution", "version")}
     header = "  ".join(k.upper().ljust(widths[k]) for k in widths) + "  STATUS  SUMMARY"
     print(header)
@@ -122,7 +134,7 @@ def cmd_plugins(ns: argparse.Namespace) -> int:
         cells = "  ".join(str(r[k]).ljust(widths[k]) for k in widths)
         status = "ok" if r["status"] == "ok" else "ERROR"
         print(f"{cells}  {status:6s}  {r['summary'] if status == 'ok' else r['status'][len('error: '):]}")
-    return 0
+    return exit_status
 
 
 def cmd_sample(ns: argparse.Namespace) -> int:
@@ -206,7 +218,53 @@ def cmd_evaluate_samples(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _builtin_command_names() -> set[str]:
+    _, sub = _builtin_parser()
+    return set(sub.choices or ())
+
+
+def _command_problem(name: str, builtin: set[str]) -> str | None:
+    """Why the command plugin ``name`` cannot be added to the CLI, or None when it can."""
+    from anyorder.registry import REGISTRY
+
+    if name in builtin:
+        origin = REGISTRY.info("command", name).origin
+        return (f"command plugin {name!r} from {origin} has the name of the built-in command `anyorder {name}`; "
+                f"rename its entry point")
+    try:
+        cls = REGISTRY.implementation("command", name)
+        # A scratch parser: a plugin whose add_arguments fails half-way must leave nothing in the real one.
+        cls().add_arguments(argparse.ArgumentParser(prog=f"anyorder {name}"))
+    except PluginError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 -- third-party code: whatever it raises must not take the CLI down
+        origin = REGISTRY.info("command", name).origin
+        return f"command plugin {name!r} from {origin} failed to set up its arguments: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """A subparser for every command plugin that loads; the broken ones are left to `anyorder plugins` to show."""
+    from anyorder.registry import REGISTRY
+
+    builtin = set(sub.choices or ())
+    for name in REGISTRY.names("command"):
+        if _command_problem(name, builtin) is not None:
+            continue
+        cls = REGISTRY.implementation("command", name)
+        command = cls()
+        p = sub.add_parser(name, help=cls.help or None, description=cls.description or cls.help or None)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    parser, sub = _builtin_parser()
+    _add_plugin_commands(sub)
+    return parser
+
+
+def _builtin_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="anyorder", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -224,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("plugins", help="list the installed plugins",
-                       description="Every plugin: kind, name, distribution, version, summary and load status.")
-    p.add_argument("--kind", choices=["objective", "network", "dataset", "metric"])
+                       description="Every plugin: kind, name, distribution, version, summary and load status. "
+                                   "Exits with status 1 when any listed plugin is broken or claimed twice.")
+    p.add_argument("--kind", help="list the plugins of this kind only (core or declared by a plugin family)")
     p.add_argument("--no-import", action="store_true", help="check the options modules only (no torch import)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
@@ -301,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report path (default: FILE.scores.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset's splits (as the run used)")
     p.set_defaults(func=cmd_evaluate_samples)
-    return parser
+    return parser, sub
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,8 +23,8 @@ def _restore(run_dir: str | Path, which: str, overrides: list[str] | tuple[str, 
     from anyorder.build import restore_run
 
     restored = restore_run(run_dir, which=which, overrides=overrides)
-    model = restored.model
-    if not (hasattr(model, "compress_to") and hasattr(model, "decompress_from")):
+    model = restored.module
+    if not (hasattr(model.objective, "compress_to") and hasattr(model.objective, "decompress_from")):
         raise AnyorderError(f"objective {restored.cfg.objective.name!r} cannot compress data losslessly (it has no "
                             "compress_to/decompress_from); use a run of an any-order objective")
     restored.datamodule.setup()
@@ -66,7 +66,7 @@ def compress_run(run_dir: str | Path, inp: str | Path | None, out: str | Path, *
     if mode == "single" and tokens.shape[0] != 1:
         raise AnyorderError(f"--mode single codes one datapoint; the input has {tokens.shape[0]} (use --mode dataset)")
     fit = data.splits.train.tokens[:fit_size]
-    summary = restored.model.compress_to(Path(out), tokens.long(), fit_tokens=fit.long(), steps=steps,
+    summary = restored.module.objective.compress_to(Path(out), tokens.long(), fit_tokens=fit.long(), steps=steps,
                                          batch_size=1 if mode == "single" else batch_size, sigma_tries=sigma_tries,
                                          seed=int(restored.cfg.seed))
     source = (str(inp) if inp else f"split {split}") + (f", first {limit}" if limit else "")
@@ -81,7 +81,7 @@ def decompress_run(run_dir: str | Path, inp: str | Path, out: str | Path, *, whi
     """Decode the file ``inp`` with the run and write its datapoints to ``out`` in the dataset's text form (one per
     line); returns how many."""
     restored = _restore(run_dir, which, overrides)
-    tokens = restored.model.decompress_from(Path(inp))
+    tokens = restored.module.objective.decompress_from(Path(inp))
     data = restored.datamodule
     d = tokens.shape[1]
     write_text(out, "".join(data.to_text(data.decode(row, d)) + "\n" for row in tokens))

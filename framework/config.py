@@ -5,28 +5,41 @@ A run config has fixed sections (``train``, ``optim``, ``scheduler``, ``sample``
 holds ``name`` (the entry-point name) and the options of that plugin, validated against the plugin's options
 dataclass. Validation imports only those options modules: a typo fails in a fraction of a second, before torch or
 Lightning is imported.
+
+An option may list the values it accepts (``opt(..., choices=(...))``); validation checks them for every section,
+fixed or plugin, with one message. Every other check of a plugin's options lives in its dataclass's
+``__post_init__``. :func:`check_implementations` then imports every plugin's implementation (and Lightning, to check
+``trainer.*``), for commands that are about to build a run.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from anyorder.errors import ConfigError
+from anyorder.errors import ConfigError, PluginError
 from anyorder.registry import REGISTRY
 
 
-def opt(default: Any, help: str, **kwargs: Any) -> Any:
-    """A documented option: ``field(default=...)`` whose help text ``anyorder config --explain`` prints."""
+def opt(default: Any, help: str, *, choices: Sequence[Any] | None = None, **kwargs: Any) -> Any:
+    """A documented option: ``field(default=...)`` whose help text ``anyorder config --explain`` prints.
+
+    ``choices`` are the only values the option accepts; validation refuses any other with one message that lists them.
+    """
     metadata_ = {"help": help, **kwargs.pop("metadata", {})}
+    if choices is not None:
+        choices = tuple(choices)
+        if default not in choices:
+            raise ValueError(f"opt(): the default {default!r} is not one of the choices {choices}")
+        metadata_["choices"] = choices
     if isinstance(default, (list, dict, set)):
         value = default
         return field(default_factory=lambda: type(value)(value), metadata=metadata_, **kwargs)
@@ -34,21 +47,60 @@ def opt(default: Any, help: str, **kwargs: Any) -> Any:
 
 
 def plugin_field(kind: str, help: str, default: dict[str, Any] | None = None) -> Any:
-    """An option that is itself a plugin section (``{name: ..., **options}``), e.g. a second network."""
+    """An option that is itself a plugin section (``{name: ..., **options}``), e.g. a second network.
+
+    ``default={}`` makes the section optional: an empty section is valid and means "not set" to the plugin.
+    """
     value = default if default is not None else {"name": "???"}  # OmegaConf's marker of a mandatory value
     return field(default_factory=lambda: dict(value), metadata={"help": help, "plugin": kind})
 
 
+def choice_error(key_path: str, value: Any, choices: Sequence[Any]) -> str:
+    """The message for an option ``key_path`` whose ``value`` is not among its ``choices``."""
+    listed = ", ".join(str(c) for c in choices)
+    hint = _did_you_mean(str(value), [str(c) for c in choices])
+    return f"{key_path} must be one of {listed} (got {value!r}).{hint}"
+
+
+def check_choices(cls: type, values: Any, key_path: str = "") -> None:
+    """Raise :class:`ConfigError` if an option of the dataclass ``cls`` that has ``choices`` holds another value.
+
+    ``values`` is a mapping or an instance of ``cls``; ``key_path`` (e.g. ``objective``) prefixes the option names.
+    """
+    for f in dataclasses.fields(cls):
+        choices = f.metadata.get("choices")
+        if choices is None:
+            continue
+        if isinstance(values, Mapping):
+            if f.name not in values:
+                continue
+            value = values[f.name]
+        else:
+            value = getattr(values, f.name)
+        if value not in choices:
+            raise ConfigError(choice_error(f"{key_path}.{f.name}" if key_path else f.name, value, choices))
+
+
 @dataclass
 class PluginConfig:
-    """Base class of plugin options. Subclasses set ``implementation`` to ``'module:Class'``."""
+    """Base class of plugin options. Subclasses set ``implementation`` to ``'module:Class'``.
+
+    A subclass puts its checks in ``__post_init__``, calling ``super().__post_init__()`` first.
+    """
 
     implementation: ClassVar[Any] = None
+
+    def __post_init__(self) -> None:
+        # Validation checks the choices first, naming the key path; this covers options built directly in code.
+        check_choices(type(self), self)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fixed sections
 # ---------------------------------------------------------------------------------------------------------------
+
+SCHEDULE_NAMES = ("constant", "cosine", "linear")
+LOGGER_NAMES = ("wandb", "csv", "tensorboard", "none")
 
 
 @dataclass
@@ -86,7 +138,7 @@ class OptimConfig:
 class SchedulerConfig:
     """Learning-rate schedule: linear warm-up, then a decay shape."""
 
-    name: str = opt("cosine", "decay after warm-up: constant | cosine | linear")
+    name: str = opt("cosine", "decay shape after warm-up", choices=SCHEDULE_NAMES)
     warmup_steps: int = opt(0, "linear warm-up steps from 0 to the peak lr")
     min_lr_ratio: float = opt(0.1, "final lr as a fraction of the peak (cosine, linear)")
 
@@ -112,7 +164,7 @@ class SampleConfig:
 class EvalConfig:
     """Settings of ``anyorder evaluate``."""
 
-    split: str = opt("test", "split to evaluate: train | val | test")
+    split: str = opt("test", "split to evaluate", choices=("train", "val", "test"))
     batch_size: int = opt(64, "global evaluation batch size")
     use_ema: bool = opt(True, "evaluate the EMA weights when the run has them")
     steps: int = opt(0, "report the NLL of generation in this many network calls, for objectives that support a step "
@@ -123,11 +175,12 @@ class EvalConfig:
 class LoggerConfig:
     """Where metrics go: wandb (default), csv, tensorboard or none."""
 
-    name: str = opt("wandb", "wandb | csv | tensorboard | none")
+    name: str = opt("wandb", "where metrics go", choices=LOGGER_NAMES)
     project: str = opt("anyorder", "W&B project")
     entity: str | None = opt(None, "W&B entity (team or user); None uses your default")
     tags: list[str] = opt([], "extra W&B tags; the objective, network and dataset names are always added")
-    mode: str = opt("auto", "W&B mode: auto (online with an API key, else offline) | online | offline | disabled")
+    mode: str = opt("auto", "W&B mode: auto (online with an API key, else offline) | online | offline | disabled",
+                    choices=("auto", "online", "offline", "disabled"))
 
 
 @dataclass
@@ -221,11 +274,62 @@ def load_yaml(path: str | Path) -> DictConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Load, override and validate a run config. Imports only the options modules of the named plugins."""
+    """Load, override and validate a run config. Imports only the options modules of the named plugins.
+
+    Overrides merge into the file, except where one selects another plugin for a plugin section (``data.name=...``,
+    ``objective.divergence.name=...``) or replaces a whole section (``network={name: ..., ...}``): that section then
+    holds only what the overrides give, since the file's options belong to the plugin it named.
+    """
+    source = str(path) if path is not None else "<overrides>"
     raw = load_yaml(path) if path is not None else OmegaConf.create()
-    merged = OmegaConf.merge(raw, parse_overrides(list(overrides)))
-    assert isinstance(merged, DictConfig)
-    return validate(merged, source=str(path) if path is not None else "<overrides>")
+    parsed = parse_overrides(list(overrides))
+    whole = {item.split("=", 1)[0].strip() for item in overrides}
+    file_plain = OmegaConf.to_container(raw, resolve=False)
+    override_plain = OmegaConf.to_container(parsed, resolve=False)
+    assert isinstance(file_plain, dict) and isinstance(override_plain, dict)
+    merged = dict(file_plain)
+    for key, value in override_plain.items():
+        kind = RunConfig.PLUGIN_SECTIONS.get(str(key))
+        if kind is None:
+            merged[key] = _merge(merged.get(key), value)
+        else:
+            merged[key] = _override_plugin_section(kind, merged.get(key), value, str(key), whole)
+    try:
+        combined = OmegaConf.create(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: cannot apply the overrides {list(overrides)}: {_omegaconf_message(exc)}") from exc
+    return validate(combined, source=source)
+
+
+def _merge(old: Any, new: Any) -> Any:
+    # OmegaConf.merge's rule on plain containers: mappings merge key by key, anything else is replaced.
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{k: _merge(old.get(k), v) for k, v in new.items()}}
+    return new
+
+
+def _override_plugin_section(kind: str, old: Any, new: Any, key_path: str, whole: set[str]) -> Any:
+    """The plugin section ``old`` (from the file) with the overrides ``new`` applied."""
+    if isinstance(old, str):
+        old = {"name": old}
+    if key_path in whole or not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    name = new.get("name", old.get("name"))
+    if name != old.get("name"):
+        return new
+    merged = _merge(old, new)
+    if not isinstance(name, str):
+        return merged
+    try:
+        cls = REGISTRY.get(kind, name).config_class
+    except PluginError:
+        return merged  # validation reports the unknown plugin, with its did-you-mean
+    for f in dataclasses.fields(cls):
+        nested_kind = f.metadata.get("plugin")
+        if nested_kind and f.name in new:
+            merged[f.name] = _override_plugin_section(nested_kind, old.get(f.name), new[f.name],
+                                                      f"{key_path}.{f.name}", whole)
+    return merged
 
 
 def validate(raw: DictConfig | dict[str, Any], source: str = "<config>") -> DictConfig:
@@ -283,8 +387,17 @@ def validate(raw: DictConfig | dict[str, Any], source: str = "<config>") -> Dict
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{source}: missing mandatory values: {', '.join(missing)}")
+    for section, section_cls in _SECTION_CLASSES.items():
+        _check_choices_of(section_cls, cfg[section], section, source)
     _check_consistency(cfg, source)
     return cfg
+
+
+def _check_choices_of(cls: type, values: Any, key_path: str, source: str) -> None:
+    try:
+        check_choices(cls, values, key_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def validate_plugin_section(kind: str, section: Any, key_path: str, source: str) -> dict[str, Any]:
@@ -313,7 +426,12 @@ def validate_plugin_section(kind: str, section: Any, key_path: str, source: str)
         if nested_kind:
             default = f.default_factory() if f.default_factory is not MISSING else {}  # type: ignore[misc]
             value = options.get(f.name, default)
+            if isinstance(value, str):
+                value = {"name": value}
             if isinstance(value, dict) and isinstance(default, dict):
+                if not value and not default:
+                    options[f.name] = {}  # an optional nested plugin, not set
+                    continue
                 value = {**default, **value} if value.get("name", default.get("name")) == default.get("name") else value
             options[f.name] = validate_plugin_section(nested_kind, value, f"{key_path}.{f.name}", source)
     try:
@@ -328,6 +446,7 @@ def validate_plugin_section(kind: str, section: Any, key_path: str, source: str)
         raise ConfigError(
             f"{source}: {where} needs a value for: {', '.join(f'{key_path}.{m}' for m in missing)}"
         )
+    _check_choices_of(cls, merged, key_path, source)
     try:
         OmegaConf.to_object(merged)  # runs the options' __post_init__ checks
     except ConfigError as exc:
@@ -344,59 +463,33 @@ def _check_consistency(cfg: DictConfig, source: str) -> None:
         raise ConfigError(f"{source}: train.max_steps must be positive (got {cfg.train.max_steps})")
     if cfg.train.global_batch_size <= 0:
         raise ConfigError(f"{source}: train.global_batch_size must be positive")
-    if cfg.scheduler.name not in SCHEDULE_NAMES:
-        raise ConfigError(
-            f"{source}: scheduler.name {cfg.scheduler.name!r} is not one of {', '.join(SCHEDULE_NAMES)}"
-            f"{_did_you_mean(cfg.scheduler.name, list(SCHEDULE_NAMES))}"
-        )
-    if cfg.logger.name not in LOGGER_NAMES:
-        raise ConfigError(
-            f"{source}: logger.name {cfg.logger.name!r} is not one of {', '.join(LOGGER_NAMES)}"
-            f"{_did_you_mean(cfg.logger.name, list(LOGGER_NAMES))}"
-        )
-    if cfg.logger.mode not in ("auto", "online", "offline", "disabled"):
-        raise ConfigError(f"{source}: logger.mode must be auto, online, offline or disabled (got {cfg.logger.mode!r})")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"{source}: train.ema_decay must be in [0, 1) (got {cfg.train.ema_decay})")
     if not 0.0 < cfg.sample.top_p <= 1.0:
         raise ConfigError(f"{source}: sample.top_p must be in (0, 1] (got {cfg.sample.top_p})")
     if cfg.sample.temperature <= 0:
         raise ConfigError(f"{source}: sample.temperature must be positive (got {cfg.sample.temperature})")
-    if cfg.eval.split not in ("train", "val", "test"):
-        raise ConfigError(f"{source}: eval.split must be train, val or test (got {cfg.eval.split!r})")
 
 
-SCHEDULE_NAMES = ("constant", "cosine", "linear")
-LOGGER_NAMES = ("wandb", "csv", "tensorboard", "none")
 
-
-def lightning_trainer_arguments() -> list[str] | None:
-    """The keyword arguments of ``lightning.Trainer``, read from its source without importing Lightning."""
-    try:
-        dist = metadata.distribution("lightning")
-        path = dist.locate_file("lightning/pytorch/trainer/trainer.py")
-        tree = ast.parse(Path(str(path)).read_text())
-    except Exception:  # noqa: BLE001 - Lightning missing or laid out differently: fall back to Lightning's own error
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    args = item.args
-                    return [a.arg for a in args.args[1:] + args.kwonlyargs]
-    return None
-
-
-def check_trainer_keys(trainer: dict[str, Any], source: str) -> None:
-    """Reject trainer keys that anyorder owns, and keys that lightning.Trainer does not take."""
+def check_trainer_keys(trainer: Mapping[str, Any], source: str) -> None:
+    """Reject trainer keys that anyorder sets itself (no Lightning import; :func:`check_trainer_arguments` does the
+    rest)."""
     for key in trainer:
         if key in _OWNED_TRAINER_KEYS:
             raise ConfigError(
                 f"{source}: 'trainer.{key}' is set by anyorder; use {_OWNED_TRAINER_KEYS[key]} instead"
             )
-    valid = lightning_trainer_arguments()
-    if valid is None:
-        return
+
+
+def check_trainer_arguments(trainer: Mapping[str, Any], source: str = "config") -> None:
+    """Raise :class:`ConfigError` for a ``trainer`` key that ``lightning.Trainer`` does not take (imports Lightning)."""
+    import lightning
+
+    params = inspect.signature(lightning.Trainer).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a Trainer taking **kwargs names no set of keys to check against
+    valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     allowed = [k for k in valid if k not in _OWNED_TRAINER_KEYS]
     for key in trainer:
         if key not in valid:
@@ -404,6 +497,56 @@ def check_trainer_keys(trainer: dict[str, Any], source: str) -> None:
                 f"{source}: unknown key 'trainer.{key}': lightning.Trainer has no such argument."
                 f"{_did_you_mean(str(key), allowed)} Valid keys: {', '.join(allowed)}"
             )
+
+
+class PluginSection(NamedTuple):
+    """One plugin section of a validated config: its kind, key path (``objective.divergence``), the section
+    (``{name: ..., **options}``) and its nesting depth (0 for objective, network, data and metrics)."""
+
+    kind: str
+    key_path: str
+    section: dict[str, Any]
+    depth: int
+
+
+def plugin_sections(cfg: DictConfig | Mapping[str, Any]) -> list[PluginSection]:
+    """Every plugin section of a validated run config, each followed by the plugin sections nested in it.
+
+    Order: objective, network, data, metrics; an empty optional nested section (a plugin not set) is left out.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(plain, dict)
+    top = [(kind, key, plain[key]) for key, kind in RunConfig.PLUGIN_SECTIONS.items()]
+    top += [("metric", f"metrics[{i}]", m) for i, m in enumerate(plain.get("metrics") or [])]
+    out: list[PluginSection] = []
+
+    def visit(kind: str, key_path: str, section: Any, depth: int) -> None:
+        if isinstance(section, str):
+            section = {"name": section}
+        if not section:
+            return
+        out.append(PluginSection(kind, key_path, section, depth))
+        for f in dataclasses.fields(REGISTRY.get(kind, section["name"]).config_class):
+            nested_kind = f.metadata.get("plugin")
+            if nested_kind:
+                visit(nested_kind, f"{key_path}.{f.name}", section.get(f.name), depth + 1)
+
+    for kind, key_path, section in top:
+        visit(kind, key_path, section, 0)
+    return out
+
+
+def check_implementations(cfg: DictConfig, source: str = "config") -> None:
+    """Import the implementation of every plugin of a validated config and check ``trainer.*`` against Lightning.
+
+    Raises the registry's :class:`PluginError` for a plugin whose implementation cannot be imported, and
+    :class:`ConfigError` for an unknown trainer argument: both before a run directory is created.
+    """
+    for ps in plugin_sections(cfg):
+        REGISTRY.implementation(ps.kind, ps.section["name"])
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True) if "trainer" in cfg else {}
+    assert isinstance(trainer, dict)
+    check_trainer_arguments(trainer, source)
 
 
 def to_yaml(cfg: DictConfig | ListConfig) -> str:
@@ -431,5 +574,23 @@ def explain(cls: type, prefix: str = "") -> list[str]:
         else:
             default = "<required>"
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        lines.append(f"{prefix}{f.name}: {typ} = {default}  # {f.metadata.get('help', '')}")
+        if "plugin" in f.metadata:
+            typ = f"{f.metadata['plugin']} plugin"
+        help_ = f.metadata.get("help", "")
+        if "choices" in f.metadata:
+            help_ += f" [choices: {', '.join(str(c) for c in f.metadata['choices'])}]"
+        lines.append(f"{prefix}{f.name}: {typ} = {default}  # {help_}")
+    return lines
+
+
+def explain_plugins(cfg: DictConfig) -> list[str]:
+    """Comment lines describing the plugins of a validated config: for each plugin section, the selected plugin
+    (key path, kind, name, origin, summary) and its options; nested plugin sections follow, indented."""
+    lines = []
+    for ps in plugin_sections(cfg):
+        plugin = REGISTRY.get(ps.kind, ps.section["name"])
+        indent = "    " * ps.depth
+        lines.append(f"# {indent}{ps.key_path}: {ps.kind} {plugin.info.name!r} from {plugin.info.origin}: "
+                     f"{plugin.summary}")
+        lines += explain(plugin.config_class, prefix=f"#   {indent}")
     return lines

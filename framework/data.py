@@ -307,7 +307,8 @@ class DiscreteDataModule(L.LightningDataModule):
         """The space of the data (builds the splits on first use)."""
         return self.splits.space
 
-    def _world(self) -> tuple[int, int, int]:
+    def world(self) -> tuple[int, int, int]:
+        """(rank, world size, gradient-accumulation steps) of the run this DataModule serves; (0, 1, 1) outside one."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0, 1, 1
@@ -315,7 +316,7 @@ class DiscreteDataModule(L.LightningDataModule):
 
     def per_device_batch_size(self, global_batch_size: int, *, train: bool) -> int:
         """Split a global batch over ranks (and accumulation steps, in training); it must divide exactly."""
-        _, world, accum = self._world()
+        _, world, accum = self.world()
         parts = world * (accum if train else 1)
         if global_batch_size % parts:
             what = f"{world} devices x {accum} accumulation steps" if train else f"{world} devices"
@@ -327,7 +328,7 @@ class DiscreteDataModule(L.LightningDataModule):
 
     def loader(self, split: str, global_batch_size: int, *, train: bool) -> ShardedLoader:
         """A :class:`ShardedLoader` over ``split`` for this rank."""
-        rank, world, _ = self._world()
+        rank, world, _ = self.world()
         return ShardedLoader(
             getattr(self.splits, split), self.per_device_batch_size(global_batch_size, train=train),
             shuffle=train, seed=self.seed, rank=rank, world_size=world,

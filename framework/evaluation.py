@@ -1,39 +1,51 @@
-"""``anyorder evaluate``: the NLL of a split in nats and bits per token, with its standard error and protocol."""
+"""``anyorder evaluate``: the NLL (or bound) of a split per token, its evaluation terms and statistics, with protocol."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from anyorder.atomic import write_json
 from anyorder.runs import package_versions
 
+if TYPE_CHECKING:
+    from anyorder.module import EvaluationResult
+
 LN2 = math.log(2.0)
 
 
-def likelihood_report(cfg: DictConfig, model: Any, datamodule: Any, results: dict[str, float], *, split: str,
-                      checkpoint: str, step: int, world_size: int, precision: str) -> dict[str, Any]:
-    """The numbers and everything needed to reproduce them."""
-    uses_ema = model.ema is not None and bool(cfg.eval.use_ema)
+def likelihood_report(cfg: DictConfig, module: Any, datamodule: Any, result: EvaluationResult, *, checkpoint: str,
+                      step: int, world_size: int, precision: str) -> dict[str, Any]:
+    """The numbers of an evaluation and everything needed to reproduce them."""
+    uses_ema = module.ema is not None and bool(cfg.eval.use_ema)
     reference = datamodule.reference()
+    kind = result.likelihood
+    results = {"nll": result.nll}
     report: dict[str, Any] = {
-        "metric": "negative log-likelihood per token",
-        "nll_nats": results["nll"],
-        "nll_nats_se": results["nll_se"],
-        "bits_per_token": results["nll"] / LN2,
-        "bits_per_token_se": results["nll_se"] / LN2,
-        "perplexity": math.exp(results["nll"]),
-        "num_sequences": int(results["num_sequences"]),
-        "num_tokens": int(results["num_tokens"]),
+        "metric": f"negative log-likelihood per token ({kind.value})" if kind.exact
+        else f"negative {kind.value} on the log-likelihood, per token (an upper bound on the NLL)",
+        "likelihood": kind.value,
+        "label": kind.label,
+        "nll_nats": result.nll,
+        "nll_nats_se": result.nll_se,
+        "bits_per_token": result.nll / LN2,
+        "bits_per_token_se": result.nll_se / LN2,
+        "nll_nats_per_sequence": result.nll_per_sequence,
+        "perplexity": math.exp(result.nll),
+        "num_sequences": result.num_sequences,
+        "num_tokens": result.num_tokens,
+        "terms": result.terms,
+        "statistics": result.statistics,
         "reference": reference,
         "protocol": {
-            "split": split,
-            "likelihood": model.likelihood_kind,
-            "estimator": model.likelihood_protocol(),
-            "standard_error": "delta-method standard error of the per-token ratio, over datapoints",
+            "split": result.split,
+            "likelihood": kind.value,
+            "estimator": module.objective.likelihood_protocol(),
+            "standard_error": "delta-method standard error of the per-token ratio, over datapoints; terms: standard "
+                              "error of the mean per sequence",
             "tokens_counted": "every predicted variable of a datapoint, end-of-sequence included where the data has "
                               "variable length",
             "checkpoint": checkpoint,
@@ -56,6 +68,17 @@ def likelihood_report(cfg: DictConfig, model: Any, datamodule: Any, results: dic
     return report
 
 
+def flat_values(result: EvaluationResult, prefix: str) -> dict[str, float]:
+    """An evaluation's numbers as ``{prefix/name: value}`` for a logger."""
+    values = {f"{prefix}/nll": result.nll, f"{prefix}/nll_se": result.nll_se,
+              f"{prefix}/bits_per_token": result.nll / LN2, f"{prefix}/num_sequences": float(result.num_sequences),
+              f"{prefix}/num_tokens": float(result.num_tokens)}
+    for name, term in result.terms.items():
+        values.update({f"{prefix}/{name}": term["per_sequence"], f"{prefix}/{name}_per_token": term["per_token"]})
+    values.update({f"{prefix}/{k}": v for k, v in result.statistics.items()})
+    return values
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
     write_json(path, report)
 
@@ -71,14 +94,13 @@ def evaluate(run_dir: str | Path, *, which: str = "last", split: str | None = No
     split = split or str(cfg.eval.split)
     restored.datamodule.eval_batch_size = int(cfg.eval.batch_size)
     trainer = build_trainer(cfg, logger=False, enable_progress_bar=False)
-    model = restored.model
-    model.step_budget("eval")  # a budget the objective cannot honour is an error, not silently ignored
     restored.datamodule.test_split = split
-    trainer.test(model, datamodule=restored.datamodule, verbose=False)
-    if not trainer.is_global_zero or model.test_results is None:
+    trainer.test(restored.module, datamodule=restored.datamodule, verbose=False)
+    result = restored.outputs.last_evaluation
+    if not trainer.is_global_zero or result is None:
         return None
     report = likelihood_report(
-        cfg, model, restored.datamodule, model.test_results, split=split,
+        cfg, restored.module, restored.datamodule, result,
         checkpoint=str(restored.checkpoint.relative_to(restored.run_dir)), step=restored.step,
         world_size=trainer.world_size, precision=str(trainer.precision),
     )

@@ -73,3 +73,46 @@ class LikelihoodStats(torchmetrics.Metric):
         se = torch.sqrt(torch.clamp(resid_sq, min=0) / (count * (count - 1)).clamp(min=1)) / (tokens / count)
         return {"nll": ratio, "nll_se": se, "num_sequences": count, "num_tokens": tokens,
                 "nll_per_sequence": self.nats / count}
+
+
+class TermStats(torchmetrics.Metric):
+    """Sums of named per-datapoint evaluation terms (a KL, a reconstruction term), reduced over ranks.
+
+    Per term: the mean per datapoint with its standard error over datapoints, and the sum per token (divided by the
+    token count the likelihood covers).
+    """
+
+    full_state_update = False
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        for name in self.names:
+            self.add_state(f"sum_{name}", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(f"sq_{name}", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, terms: dict[str, Tensor]) -> None:  # type: ignore[override]
+        if set(terms) != set(self.names):
+            raise ValueError(f"evaluation terms {sorted(terms)} differ from the declared ones {sorted(self.names)}")
+        sizes = {t.numel() for t in terms.values()}
+        if len(sizes) > 1:
+            raise ValueError(f"evaluation terms must have one value per datapoint (got sizes {sorted(sizes)})")
+        if not self.names:
+            return
+        self.count += sizes.pop()
+        for name, value in terms.items():
+            v = value.detach().double().reshape(-1)
+            setattr(self, f"sum_{name}", getattr(self, f"sum_{name}") + v.sum())
+            setattr(self, f"sq_{name}", getattr(self, f"sq_{name}") + (v * v).sum())
+
+    def compute(self, num_tokens: float = 0.0) -> dict[str, dict[str, float]]:  # type: ignore[override]
+        out: dict[str, dict[str, float]] = {}
+        n = float(self.count)
+        for name in self.names:
+            total, sq = float(getattr(self, f"sum_{name}")), float(getattr(self, f"sq_{name}"))
+            mean = total / max(n, 1.0)
+            var = max(sq / max(n, 1.0) - mean * mean, 0.0) * n / max(n - 1.0, 1.0)
+            out[name] = {"per_sequence": mean, "per_sequence_se": (var / max(n, 1.0)) ** 0.5,
+                         "per_token": total / num_tokens if num_tokens else float("nan")}
+        return out

@@ -1,16 +1,41 @@
-"""Base classes of networks.
+"""Base class of networks, and :class:`NetworkIO`: what a network reads and what it returns.
 
-A network plugin subclasses :class:`Network` (or a capability base such as :class:`CausalNetwork`) and is built
-from its options and a :class:`NetworkIO`, which the objective derives from the data space: an objective adds its
-own special values (BOS/EOS, MASK, BKSP) to the data vocabulary before it asks for a network.
+A network plugin subclasses :class:`Network` (or a capability base that a family owns, such as the causal or the
+any-order network) and is built from its options and a :class:`NetworkIO`, which the objective derives from the data
+space: an objective adds its own special values (BOS/EOS, MASK, BKSP) to the data vocabulary before it asks for a
+network. A network declares which conditioning inputs and which outputs it supports; asking it for another is a
+configuration error at build time, not a shape error at the first step.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
+
+from anyorder.errors import ConfigError
+
+
+class Conditioning(enum.Enum):
+    """An input beside the tokens that a network is conditioned on."""
+
+    NONE = "none"
+    VECTOR = "vector"
+    """One vector per sequence, ``condition`` [B, condition_dim] (e.g. a latent code z)."""
+    PREFIX = "prefix"
+    """A prefix of ``condition_len`` embeddings per sequence, ``condition`` [B, condition_len, condition_dim], seen by
+    every position as if it came before the first token."""
+
+
+class Output(enum.Enum):
+    """What a network returns."""
+
+    LOGITS = "logits"
+    """Per-token logits [B, T, output_vocab_size]."""
+    POOLED = "pooled"
+    """One summary vector per sequence [B, output_dim] (e.g. an encoder's input to a posterior)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +45,9 @@ class NetworkIO:
     ``input_vocab_sizes``/``output_vocab_sizes`` have one entry per variable for fixed-size data, or a single
     entry for sequences over a shared vocabulary. ``max_len`` bounds the positions a sequence network sees.
     ``structure`` and ``shape`` repeat the data space's, for networks that exploit them (grids, graphs).
+    ``conditioning`` (with ``condition_dim`` and, for a prefix, ``condition_len``) is the input beside the tokens,
+    passed to ``forward`` as the keyword ``condition``; ``output`` says what the network returns (``output_dim`` is
+    the size of a pooled summary).
     """
 
     input_vocab_sizes: tuple[int, ...]
@@ -27,6 +55,19 @@ class NetworkIO:
     max_len: int
     structure: str = "sequence"
     shape: tuple[int, ...] = ()
+    conditioning: Conditioning = Conditioning.NONE
+    condition_dim: int = 0
+    condition_len: int = 0
+    output: Output = Output.LOGITS
+    output_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.conditioning is Conditioning.NONE) != (self.condition_dim == 0):
+            raise ValueError("NetworkIO: condition_dim must be positive exactly when there is a conditioning input")
+        if (self.conditioning is Conditioning.PREFIX) != (self.condition_len > 0):
+            raise ValueError("NetworkIO: condition_len must be positive exactly for a prefix conditioning")
+        if (self.output is Output.POOLED) != (self.output_dim > 0):
+            raise ValueError("NetworkIO: output_dim must be positive exactly for a pooled output")
 
     @property
     def input_vocab_size(self) -> int:
@@ -38,12 +79,27 @@ class NetworkIO:
 
 
 class Network(nn.Module):
-    """Base of every network plugin: built as ``cls(config, io)``."""
+    """Base of every network plugin: built as ``cls(config, io)``.
+
+    ``conditionings`` and ``outputs`` are what the network supports (default: no conditioning, per-token logits);
+    the base refuses an ``io`` that asks for anything else with a :class:`~anyorder.errors.ConfigError`.
+    """
 
     Config: ClassVar[type]
+    conditionings: ClassVar[frozenset[Conditioning]] = frozenset({Conditioning.NONE})
+    outputs: ClassVar[frozenset[Output]] = frozenset({Output.LOGITS})
 
     def __init__(self, config: Any, io: NetworkIO) -> None:
         super().__init__()
+        name = type(self).__qualname__
+        if io.conditioning not in self.conditionings:
+            can = ", ".join(sorted(c.value for c in self.conditionings))
+            raise ConfigError(f"network {name} cannot be conditioned on a {io.conditioning.value} (it supports: "
+                              f"{can}); choose a network that can, or an objective that does not condition it")
+        if io.output not in self.outputs:
+            can = ", ".join(sorted(o.value for o in self.outputs))
+            raise ConfigError(f"network {name} cannot return {io.output.value} outputs (it returns: {can}); choose "
+                              f"a network that can")
         self.config = config
         self.io = io
 
@@ -54,40 +110,6 @@ class Network(nn.Module):
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs (forward + backward) per token at ``seq_len``; used for MFU. Default 6 x parameters."""
         return 6.0 * self.num_parameters()
-
-
-class KVCache:
-    """Key/value tensors of every layer, filled up to ``length``; ``crop(n)`` drops everything after position n."""
-
-    def __init__(self, keys: list[Tensor], values: list[Tensor]) -> None:
-        self.keys, self.values, self.length = keys, values, 0
-
-    def crop(self, length: int) -> None:
-        """Forget positions ``length`` and later (e.g. after a backspace)."""
-        if not 0 <= length <= self.length:
-            raise ValueError(f"cannot crop a cache of length {self.length} to {length}")
-        self.length = length
-
-    @property
-    def capacity(self) -> int:
-        return int(self.keys[0].shape[2]) if self.keys else 0
-
-
-class CausalNetwork(Network):
-    """A left-to-right network: position t sees positions <= t, and it can step with a KV cache.
-
-    ``forward(tokens, positions=None, attn_mask=None)`` returns logits [B, T, V_out]. ``positions`` [B, T] overrides
-    the position ids (default 0..T-1); ``attn_mask`` [B, T, T] (bool, True = may attend) replaces the causal mask.
-    ``step(tokens, cache, positions=None, attn_mask=None)`` appends [B, T_new] tokens to the cache and returns their
-    logits; ``attn_mask`` [B, T_new, cache.length + T_new] replaces the causal mask over the cache.
-    """
-
-    def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
-        raise NotImplementedError
-
-    def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None,
-             attn_mask: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
 
 
 class AnyOrderNetwork(Network):

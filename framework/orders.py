@@ -80,7 +80,7 @@ def orders_run(run_dir: str | Path, *, num: int = 64, out: str | Path | None = N
     if num < 1:
         raise ConfigError(f"--num must be at least 1 (got {num})")
     restored = restore_run(run_dir, which=which, overrides=overrides)
-    cfg, model, data = restored.cfg, restored.model, restored.datamodule
+    cfg, model, data = restored.cfg, restored.module, restored.datamodule
     data.setup()
     model.eval()
     if torch.cuda.is_available() and str(cfg.trainer.accelerator) not in ("cpu",):

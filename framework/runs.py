@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from anyorder.atomic import write_json, write_text
+from anyorder.config import plugin_sections
 from anyorder.errors import RunError
 from anyorder.registry import REGISTRY
 
@@ -63,14 +64,13 @@ def git_state(path: Path) -> dict[str, Any]:
 
 
 def plugins_used(cfg: DictConfig) -> list[dict[str, str]]:
-    """Kind, name, target and distribution of every plugin the config names."""
-    sections: list[tuple[str, Any]] = [("objective", cfg.objective), ("network", cfg.network), ("dataset", cfg.data)]
-    sections += [("metric", m) for m in cfg.metrics]
+    """Kind, name, target, distribution, version and key path (``key``) of every plugin the config names, nested
+    plugins (e.g. ``objective.divergence``) included."""
     out = []
-    for kind, section in sections:
-        info = REGISTRY.info(kind, section.name)
-        out.append({"kind": kind, "name": info.name, "target": info.target, "distribution": info.distribution,
-                    "version": info.version})
+    for ps in plugin_sections(cfg):
+        info = REGISTRY.info(ps.kind, ps.section["name"])
+        out.append({"kind": ps.kind, "name": info.name, "target": info.target, "distribution": info.distribution,
+                    "version": info.version, "key": ps.key_path})
     return out
 
 

@@ -32,6 +32,7 @@ def read_samples(path: str | Path) -> list[str]:
 def score(datamodule: Any, samples: Sequence[Any], metric_sections: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Every metric plugin's values on ``samples`` (domain objects), with the plugin and its distribution."""
     values: dict[str, float] = {}
+    producer: dict[str, str] = {}  # result name -> the metric plugin that produced it
     metrics: list[dict[str, Any]] = []
     for section in metric_sections:
         impl = REGISTRY.implementation("metric", section["name"])
@@ -44,8 +45,30 @@ def score(datamodule: Any, samples: Sequence[Any], metric_sections: Sequence[dic
         result = {k: float(v) for k, v in metric.compute().items()}
         info = REGISTRY.info("metric", section["name"])
         metrics.append({**section, "distribution": info.origin, "seconds": round(time.perf_counter() - start, 3)})
-        values.update(result)
+        merge_results(values, producer, result, str(section["name"]))
     return {"values": values, "metrics": metrics}
+
+
+def merge_results(values: dict[str, float], producer: dict[str, str], result: dict[str, float], metric: str) -> None:
+    """Add the metric plugin ``metric``'s ``result`` to ``values`` (``producer``: which plugin made each name), refusing
+    a result name that an earlier plugin (or an earlier instance of the same one) already produced."""
+    for key, value in result.items():
+        if key in producer:
+            raise ConfigError(f"metric results clash: {producer[key]!r} and {metric!r} both produce {key!r}; "
+                              "drop one of them or give them options that name their results apart")
+        producer[key] = metric
+        values[key] = value
+
+
+def check_distinct_sections(sections: Sequence[dict[str, Any]], where: str = "--metrics") -> None:
+    """Refuse the same metric plugin listed twice with the same options (it would score the samples twice)."""
+    seen: dict[str, int] = {}
+    for i, section in enumerate(sections):
+        key = json.dumps(section, sort_keys=True, default=str)
+        if key in seen:
+            raise ConfigError(f"{where}: metric {section['name']!r} is listed twice with the same options (entries "
+                              f"{seen[key]} and {i}); list each metric once")
+        seen[key] = i
 
 
 def evaluate_samples(path: str | Path, dataset: dict[str, Any], *, metrics: Sequence[dict[str, Any]] | None = None,
@@ -63,6 +86,7 @@ def evaluate_samples(path: str | Path, dataset: dict[str, Any], *, metrics: Sequ
     if not sections:
         raise ConfigError(f"dataset {dataset['name']!r} names no default metrics; pass --metrics name[,name...]")
     sections = [validate_plugin_section("metric", m, f"metrics[{i}]", "--metrics") for i, m in enumerate(sections)]
+    check_distinct_sections(sections)
     texts = read_samples(path)
     result = score(datamodule, [datamodule.parse_text(t) for t in texts], sections)
     report = {

@@ -11,24 +11,43 @@ import torch
 
 from anyorder.atomic import write_json, write_text
 from anyorder.errors import ConfigError
-from anyorder.objective import gather_objects
 from anyorder.orders import ORDER_KEY, log_pictures, picture_keys, save_orders
 from anyorder.runs import package_versions
 
 
 class SampleRequests:
-    """Requests ``{"index": i, "size": n}`` covering ``num`` samples; rank r takes requests r, r+W, ..."""
+    """Requests ``{"index": i, "size": n}`` covering ``num`` samples; rank r takes requests r, r+W, ...
+
+    The split into requests is a function of ``num`` and ``batch_size`` only (request i holds samples
+    ``i * batch_size ...`` and is seeded by i), so the samples do not depend on the number of devices. A rank left
+    without a request (fewer requests than ranks) still takes one: the empty request ``{"index": -1, "size": 0}``,
+    since every rank must run the predict loop (Lightning refuses a rank with nothing to iterate); its result is
+    dropped by :meth:`keep`.
+    """
+
+    EMPTY = -1
+    """The index of the empty request of a rank that has no samples to draw."""
 
     def __init__(self, num: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"SampleRequests: need batch_size >= 1 and 0 <= rank < world_size; got {batch_size=}, "
+                             f"{rank=}, {world_size=}")
         self.sizes = [min(batch_size, num - s) for s in range(0, num, batch_size)]
         self.mine = list(range(rank, len(self.sizes), world_size))
 
     def __len__(self) -> int:
-        return len(self.mine)
+        return max(1, len(self.mine))
 
     def __iter__(self) -> Iterator[dict[str, int]]:
+        if not self.mine:
+            yield {"index": self.EMPTY, "size": 0}
         for i in self.mine:
             yield {"index": i, "size": self.sizes[i]}
+
+    @classmethod
+    def keep(cls, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The results of real requests, in request order (the empty requests' results dropped)."""
+        return sorted((r for r in results if int(r["index"]) != cls.EMPTY), key=lambda r: int(r["index"]))
 
 
 def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "last",
@@ -44,7 +63,7 @@ def sample_run(run_dir: str | Path, *, num: int, out: str | Path, which: str = "
     trainer = build_trainer(restored.cfg, logger=False, enable_progress_bar=False)
     restored.datamodule.setup()
     checkpoint = str(restored.checkpoint.relative_to(restored.run_dir))
-    return draw_to_file(trainer, restored.model, restored.datamodule, restored.cfg, restored.run_dir, num=num,
+    return draw_to_file(trainer, restored.module, restored.datamodule, restored.cfg, restored.run_dir, num=num,
                         out=Path(out), checkpoint=checkpoint, step=restored.step, score_samples=score_samples)
 
 
@@ -70,11 +89,12 @@ def draw_to_file(trainer: Any, model: Any, datamodule: Any, cfg: Any, run_dir: P
     rank 0, and score, draw and log them there (to ``logger``, else the run's own logger). Every rank must call it."""
     batch = max(1, int(cfg.sample.batch_size))
     requests = SampleRequests(num, batch, trainer.global_rank, trainer.world_size)
+    from anyorder.module import gather_objects
+
     results = trainer.predict(model, dataloaders=requests, return_predictions=True) or []
-    gathered = gather_objects(list(results))
+    gathered = SampleRequests.keep(gather_objects(list(results)))
     if not trainer.is_global_zero:
         return None
-    gathered.sort(key=lambda r: r["index"])
     objs: list[Any] = []
     token_lists: list[list[int]] = []
     stats_sum: dict[str, float] = {}

@@ -10,11 +10,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from anyorder.build import build_datamodule, build_objective, build_trainer
-from anyorder.callbacks import LastCheckpoint, SampleWriter
+from anyorder.build import build_datamodule, build_module, build_trainer
+from anyorder.callbacks import LastCheckpoint
 from anyorder.config import load_config
-from anyorder.evaluation import likelihood_report, write_report
+from anyorder.evaluation import flat_values, likelihood_report, write_report
 from anyorder.loggers import build_logger, finish
+from anyorder.module import RunOutputs
 from anyorder.runs import (
     RUN_DIR_ENV,
     append_invocation,
@@ -68,9 +69,10 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
-    model = build_objective(cfg)
+    outputs = RunOutputs(run_dir)
+    model = build_module(cfg, outputs=outputs)
     logger = build_logger(cfg, run_dir)
-    callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), SampleWriter(run_dir), *(extra_callbacks or [])]
+    callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), *(extra_callbacks or [])]
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
     val_every = int(cfg.train.val_every_n_steps) * accumulate
     limit_val = int(cfg.train.limit_val_batches) or 1.0
@@ -90,15 +92,16 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
             return run_dir
         if cfg.train.test_at_end:
             trainer.test(model, datamodule=datamodule, verbose=False)
-            if trainer.is_global_zero and model.test_results is not None:
+            result = outputs.last_evaluation
+            if trainer.is_global_zero and result is not None:
                 report = likelihood_report(
-                    cfg, model, datamodule, model.test_results, split="test",
+                    cfg, model, datamodule, result,
                     checkpoint="final weights (in memory, equal to checkpoints/last.ckpt)",
                     step=trainer.global_step, world_size=trainer.world_size, precision=str(trainer.precision),
                 )
                 write_report(run_dir / "eval" / "test-final.json", report)
                 for lg in trainer.loggers:
-                    lg.log_metrics({f"test/{k}": v for k, v in model.test_results.items()}, step=trainer.global_step)
+                    lg.log_metrics(flat_values(result, "test"), step=trainer.global_step)
         if int(cfg.sample.num_final_samples) > 0:
             draw_to_file(trainer, model, datamodule, cfg, run_dir, num=int(cfg.sample.num_final_samples),
                          out=run_dir / "samples" / "final.txt", step=trainer.global_step,

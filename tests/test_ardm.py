@@ -17,6 +17,7 @@ from anyorder.cli import main
 from anyorder.config import load_config
 from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
+from anyorder.objective import EvalContext, SampleContext, StepContext
 
 VOCABS = (3, 2, 3, 2)  # D = 4, mixed vocabularies (K <= 3)
 
@@ -27,7 +28,6 @@ def _tiny_ardm(vocab_sizes: tuple[int, ...] = VOCABS, *extra: str) -> object:
     space = DataSpace("sequence", len(vocab_sizes), tuple(vocab_sizes), shape=(len(vocab_sizes),))
     torch.manual_seed(0)
     model = build_objective(cfg, space)
-    model.configure_model()
     with torch.no_grad():  # sharpen the random model so that orders and contexts matter
         for p in model.parameters():
             p.mul_(6.0)
@@ -81,7 +81,7 @@ def test_sampled_estimator_is_unbiased_within_monte_carlo_error() -> None:
         torch.manual_seed(1)
         draws = 40000
         batch = x.expand(draws, d)
-        ll = model.log_likelihood({"tokens": batch, "index": torch.arange(draws)})  # type: ignore[attr-defined]
+        ll = model.log_likelihood({"tokens": batch, "index": torch.arange(draws)}, EvalContext())  # type: ignore[attr-defined]
     # eval_passes draws per datapoint, each an independent (t, sigma): the mean of all draws estimates E_sigma log p.
     values = ll.log_prob
     mean, se = float(values.mean()), float(values.std() / math.sqrt(draws))
@@ -110,7 +110,7 @@ def test_training_loss_terms_and_step_loss_tracking() -> None:
         model.step_losses()  # type: ignore[attr-defined]
     torch.manual_seed(0)
     xs = torch.randint(0, 3, (32, 6))
-    out = model.loss({"tokens": xs})  # type: ignore[attr-defined]
+    out = model.loss({"tokens": xs}, StepContext.standalone())  # type: ignore[attr-defined]
     assert out.loss.requires_grad and torch.isfinite(out.loss)
     assert set(out.terms) == {"elbo_bpd", "ce_bpd"} and float(out.num_tokens) == 32 * 6
     seen = model.step_seen.clone()  # type: ignore[attr-defined]
@@ -130,8 +130,7 @@ def test_step_budget_calls_the_network_exactly_budget_times() -> None:
     model.network.register_forward_hook(lambda *args: calls.append(1))  # type: ignore[attr-defined]
     for budget, expected in [(0, 8), (3, 3), (8, 8), (1, 1)]:
         calls.clear()
-        out = model.sample(5, generator=torch.Generator().manual_seed(0),  # type: ignore[attr-defined]
-                           settings={"steps": budget, "temperature": 1.0})
+        out = model.sample(5, SampleContext.standalone(0, steps=budget))  # type: ignore[attr-defined]
         assert len(calls) == expected and out.stats["network_calls"] == expected
         assert out.tokens.shape == (5, 8) and int(out.tokens.max()) < 3
         assert sorted(out.extras["order"][0].tolist()) == list(range(8))
@@ -161,10 +160,10 @@ def test_evaluating_with_d_steps_scores_the_whole_chain_of_each_pass() -> None:
     d = len(VOCABS)
     model = _tiny_ardm(VOCABS, f"eval.steps={d}", "objective.eval_passes=3")
     xs = _all_points(VOCABS)
-    got = model.log_likelihood({"tokens": xs, "index": torch.arange(len(xs))})  # type: ignore[attr-defined]
+    got = model.log_likelihood({"tokens": xs, "index": torch.arange(len(xs))}, EvalContext(steps=d))  # type: ignore[attr-defined]
     expected = torch.zeros(len(xs), dtype=torch.float64)
     for p in range(3):  # the passes' orders, drawn as documented in the protocol
-        sigma = random_orders(len(xs), d, generator=torch.Generator().manual_seed(mix_seed(model.seed, 0, p)))  # type: ignore[attr-defined]
+        sigma = random_orders(len(xs), d, generator=torch.Generator().manual_seed(mix_seed(0, 0, p)))  # type: ignore[attr-defined]
         for row in range(len(xs)):
             expected[row] += _log_p_given_order(model, xs[row:row + 1], sigma[row])[0] / 3
     torch.testing.assert_close(got.log_prob, expected, atol=1e-9, rtol=0)
@@ -183,7 +182,7 @@ def test_tiny_run_evaluate_and_sample_with_a_budget(tmp_path: Path, capsys: pyte
     assert main(["train", str(config), *tiny_markov(tmp_path), "objective.eval_passes=2"]) == 0
     run = next((tmp_path / "runs").iterdir())
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    assert bool(state["step_seen"].any())
+    assert bool(state["objective.step_seen"].any())
     assert main(["evaluate", str(run), "--steps", "4"]) == 0
     report = json.loads((run / "eval" / "test-last-steps4.json").read_text())
     estimator = report["protocol"]["estimator"]

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from anyorder.errors import ConfigError
-from anyorder.generate import filter_logits, sample_causal
-from anyorder.layers import MLP, SelfAttention
+from anyorder.generate import filter_logits
 from anyorder.network import NetworkIO
+from anyorder_plugins.causal.generate import sample_causal
 from anyorder_plugins.causal_transformer.config import CausalTransformerConfig
 from anyorder_plugins.causal_transformer.network import CausalTransformer
+from anyorder_plugins.transformer.layers import MLP, SelfAttention
 
 VOCAB, MAX_LEN = 11, 16
 POSITIONS = ["learned", "rotary"]

@@ -15,6 +15,7 @@ from anyorder.config import load_config
 from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
 from anyorder.network import NetworkIO
+from anyorder.objective import StepContext
 from anyorder_plugins.graph_transformer.config import GraphTransformerConfig
 from anyorder_plugins.graph_transformer.network import GraphTransformer
 
@@ -178,7 +179,6 @@ def test_ardm_on_graph_data() -> None:
     space = DataSpace("graph", D, vocabs, shape=(N,))
     torch.manual_seed(0)
     model = build_objective(cfg, space)
-    model.configure_model()
     assert isinstance(model.network, GraphTransformer)  # type: ignore[attr-defined]
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randint(0, NODE_VALUES, (4, N), generator=g),
@@ -189,7 +189,7 @@ def test_ardm_on_graph_data() -> None:
     assert torch.isneginf(logp[:, N:, EDGE_VALUES:]).all()  # edges have 3 values
     torch.testing.assert_close(logp.exp().sum(-1), torch.ones(4, D))
     model.eval()
-    out = model.loss({"tokens": x})  # type: ignore[attr-defined]
+    out = model.loss({"tokens": x}, StepContext.standalone())  # type: ignore[attr-defined]
     assert torch.isfinite(out.loss)
     assert 0 < float(out.loss.detach()) < 2 * math.log2(NODE_VALUES)  # bits per variable, near uniform at init
     out.loss.backward()

@@ -18,6 +18,7 @@ from anyorder.cli import main
 from anyorder.config import load_config
 from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
+from anyorder.objective import SampleContext
 from anyorder_plugins.lo_arm.objective import plackett_luce_log_prob, plackett_luce_orders
 
 VOCABS = (3, 2, 3, 2)  # D = 4, mixed vocabularies (K <= 3)
@@ -29,7 +30,6 @@ def _build(objective: str, *extra: str, vocab_sizes: tuple[int, ...] = VOCABS, s
     space = DataSpace("sequence", len(vocab_sizes), tuple(vocab_sizes), shape=(len(vocab_sizes),))
     torch.manual_seed(0)
     model = build_objective(cfg, space)
-    model.configure_model()
     with torch.no_grad():  # sharpen the random model so that orders, contexts and policies matter
         for p in model.parameters():
             p.mul_(sharpen)
@@ -216,7 +216,7 @@ def test_sampling_records_orders_and_makes_d_calls() -> None:
     model = _build("lo_arm").float()
     calls = []
     model.network.register_forward_hook(lambda *args: calls.append(1))
-    out = model.sample(5, generator=torch.Generator().manual_seed(0), settings={"temperature": 1.0})
+    out = model.sample(5, SampleContext.standalone(0))
     assert len(calls) == len(VOCABS) and out.stats["network_calls"] == len(VOCABS)
     order = out.extras["order"]
     assert torch.equal(order.sort(1).values, torch.arange(len(VOCABS)).expand(5, -1))
@@ -224,8 +224,8 @@ def test_sampling_records_orders_and_makes_d_calls() -> None:
         assert int(out.tokens[:, v].max()) < k
     # Greedy orders are deterministic given the values drawn so far.
     model.config.order_temperature = 0.0
-    a = model.sample(4, generator=torch.Generator().manual_seed(1), settings={})
-    b = model.sample(4, generator=torch.Generator().manual_seed(1), settings={})
+    a = model.sample(4, SampleContext.standalone(1))
+    b = model.sample(4, SampleContext.standalone(1))
     assert torch.equal(a.extras["order"], b.extras["order"]) and torch.equal(a.tokens, b.tokens)
 
 

@@ -11,6 +11,7 @@ from helpers import MARKOV_CONFIG
 from anyorder.build import build_objective
 from anyorder.config import load_config
 from anyorder.data import DataSpace
+from anyorder.objective import EvalContext, SampleContext
 
 
 def _tiny_model(variable_length: bool) -> object:
@@ -19,7 +20,6 @@ def _tiny_model(variable_length: bool) -> object:
     space = DataSpace.sequence(3, 3, variable_length=variable_length)
     torch.manual_seed(0)
     model = build_objective(cfg, space)
-    model.configure_model()
     with torch.no_grad():  # sharpen the random model so the distribution is far from uniform
         for p in model.parameters():
             p.mul_(8.0)
@@ -35,7 +35,7 @@ def test_fixed_length_probabilities_sum_to_one_and_match_chain_rule() -> None:
     xs = _all_sequences(3, 3)
     batch = {"tokens": xs, "lengths": torch.full((len(xs),), 3)}
     with torch.no_grad():
-        ll = model.log_likelihood(batch).log_prob
+        ll = model.log_likelihood(batch, EvalContext()).log_prob
         total = torch.logsumexp(ll, 0)
         # Independent chain rule: one forward pass per prefix, no teacher-forcing shortcut.
         bos = torch.full((len(xs), 1), model.bos_id)
@@ -45,7 +45,7 @@ def test_fixed_length_probabilities_sum_to_one_and_match_chain_rule() -> None:
             manual += logits.log_softmax(-1).gather(1, xs[:, t:t + 1]).squeeze(1)
     assert abs(float(total)) < 1e-5
     torch.testing.assert_close(ll, manual, atol=1e-5, rtol=0)
-    assert model.log_likelihood(batch).num_tokens.eq(3).all()
+    assert model.log_likelihood(batch, EvalContext()).num_tokens.eq(3).all()
 
 
 def test_variable_length_probabilities_with_eos() -> None:
@@ -56,7 +56,7 @@ def test_variable_length_probabilities_with_eos() -> None:
         tokens[i, :len(s)] = torch.tensor(s, dtype=torch.long)
     lengths = torch.tensor([len(s) for s in seqs])
     with torch.no_grad():
-        out = model.log_likelihood({"tokens": tokens, "lengths": lengths})
+        out = model.log_likelihood({"tokens": tokens, "lengths": lengths}, EvalContext())
         # Mass that continues past the maximum length is p(x_1..x_3) * (1 - p(EOS | x_1..x_3)).
         full = tokens[lengths == 3]
         inputs = torch.cat([torch.full((len(full), 1), model.bos_id), full], 1)
@@ -70,9 +70,8 @@ def test_sampler_follows_the_likelihood() -> None:
     model = _tiny_model(variable_length=False)
     xs = _all_sequences(3, 3)
     with torch.no_grad():
-        p = model.log_likelihood({"tokens": xs, "lengths": torch.full((27,), 3)}).log_prob.exp()
-        samples = model.sample(40_000, generator=torch.Generator().manual_seed(1),
-                               settings={"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_len": 0})
+        p = model.log_likelihood({"tokens": xs, "lengths": torch.full((27,), 3)}, EvalContext()).log_prob.exp()
+        samples = model.sample(40_000, SampleContext.standalone(1))
     codes = (samples.tokens * torch.tensor([9, 3, 1])).sum(1)
     freq = torch.bincount(codes, minlength=27).double() / len(codes)
     # Pearson chi-square with 26 degrees of freedom: the 99.9% quantile is 54.05.

@@ -516,7 +516,7 @@ def test_plugin_without_molecule_datamodule() -> None:
 )
 def test_invalid_options(config: type, options: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        config(**options).check()
+        config(**options)
 
 
 def test_config_module_is_light() -> None:

@@ -181,7 +181,7 @@ def test_orders_cli_on_markov_writes_no_picture(tmp_path: Path, capsys: pytest.C
 
 @needs_sklearn
 def test_orders_cli_on_a_tiny_digits_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from anyorder.wandb_offline import find_run_files, read_run
+    from wandb_offline import find_run_files, read_run
 
     overrides = [
         f"output_dir={tmp_path / 'runs'}", "logger.name=wandb", "train.max_steps=2", "train.global_batch_size=4",

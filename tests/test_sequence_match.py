@@ -17,6 +17,7 @@ from anyorder.build import build_objective
 from anyorder.cli import main
 from anyorder.config import load_config
 from anyorder.data import DataSpace
+from anyorder.objective import SampleContext
 from anyorder_plugins.sequence_match.actions import augment, fold, one_pass_inputs
 
 BKSP, EOS = 9, 8
@@ -56,7 +57,6 @@ def _model(*extra: str, length: int = 10, variable: bool = True) -> Any:
     space = DataSpace("sequence", length, (8,) * length, variable_length=variable)
     torch.manual_seed(0)
     model = build_objective(cfg, space)
-    model.configure_model()
     return model.eval()
 
 
@@ -151,7 +151,7 @@ def test_generation_with_backspace_folds_and_respects_the_rules() -> None:
     # The generated episodes are valid training input: the one-pass layout accepts every one of them.
     terms = model.action_terms([[model.bos_id]] * 64, episodes, None, 0)
     assert bool(torch.isfinite(terms["q"][terms["valid"]]).all())
-    samples = model.sample(16, generator=torch.Generator().manual_seed(1), settings={"temperature": 1.0})
+    samples = model.sample(16, SampleContext.standalone(1))
     assert 0.0 <= samples.stats["backspace_rate"] <= 1.0 and int(samples.lengths.max()) <= model.max_len
 
 
@@ -174,7 +174,7 @@ def test_top_k_and_top_p_filter_the_actions() -> None:
         assert filtered == greedy
     sampled, _ = model.generate(8, generator=torch.Generator().manual_seed(5), temperature=1.0)
     assert sampled != greedy  # without a filter the same seed samples other actions
-    samples = model.sample(8, generator=torch.Generator().manual_seed(5), settings={"temperature": 1.0, "top_k": 1})
+    samples = model.sample(8, SampleContext.standalone(5, top_k=1))
     lengths = samples.lengths.tolist()
     assert [samples.tokens[i, :n].tolist() for i, n in enumerate(lengths)] == [
         fold(e, bksp=model.bksp_id, eos=model.eos_id) for e in greedy]

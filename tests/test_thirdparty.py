@@ -110,19 +110,17 @@ CHECKS = textwrap.dedent(
     import numpy as np
     import torch
     from anyorder.data import DataSpace
+    from anyorder.objective import BuildContext, EvalContext, SampleContext, StepContext
     from anyorder_example.bag_of_tokens.config import BagOfTokensConfig
     from anyorder_example.bag_of_tokens.objective import BagOfTokens
     from anyorder_example.repeat_pattern.config import RepeatPatternConfig
     from anyorder_example.repeat_pattern.data import RepeatPatternDataModule
 
-    sample = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_len": 0, "batch_size": 4096}
-    run_config = {"seed": 0, "train": {"ema_decay": 0.0, "compile": False}, "sample": sample}
     D, V = 3, 3
     for variable in (False, True):
         space = DataSpace.sequence(D, V, variable_length=variable)
         torch.manual_seed(0)
-        model = BagOfTokens(BagOfTokensConfig(init_std=1.0), run_config, space)
-        model.configure_model()
+        model = BagOfTokens(BagOfTokensConfig(init_std=1.0), BuildContext.standalone(space))
         # Every datapoint of the space: all token strings of every allowed length, padded with 0.
         rows, lengths = [], []
         for n in (range(D + 1) if variable else [D]):
@@ -130,14 +128,14 @@ CHECKS = textwrap.dedent(
                 rows.append(list(s) + [0] * (D - n))
                 lengths.append(n)
         batch = {"tokens": torch.tensor(rows), "lengths": torch.tensor(lengths)}
-        ll = model.log_likelihood(batch)
+        ll = model.log_likelihood(batch, EvalContext())
         total = float(torch.logsumexp(ll.log_prob, 0).exp())
         assert abs(total - 1.0) < 1e-12, (variable, total)
-        out = model.loss(batch)
+        out = model.loss(batch, StepContext.standalone())
         assert torch.allclose(out.nats.double(), -ll.log_prob.sum(), rtol=1e-5), (out.nats, ll.log_prob.sum())
         assert int(out.num_tokens) == int(ll.num_tokens.sum())
         # Samples follow the model: the empirical law of whole datapoints matches p(x).
-        draws = model.draw(60000, seed=1)
+        draws = model.sample(60000, SampleContext.standalone(1))
         assert draws.tokens.shape == (60000, D)
         index = {tuple(r) + (n,): i for i, (r, n) in enumerate(zip(rows, lengths))}
         counts = np.zeros(len(rows))

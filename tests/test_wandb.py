@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from conftest import MARKOV_CONFIG, isolated_environment, tiny_overrides
+from wandb_offline import BLOCK_SIZE, find_run_files, iter_record_bytes, read_run
 
 from anyorder.errors import RunError
-from anyorder.wandb_offline import BLOCK_SIZE, find_run_files, iter_record_bytes, read_run
 
 MAX_STEPS = 4
 """Steps of the run the tests share; with validations every 2 steps it validates after steps 2 and 4."""

@@ -26,15 +26,15 @@ class ARDMConfig(PluginConfig):
     ce_weight: float = opt(1e-4, "weight of the unweighted cross-entropy term added to the bound (the paper: 1e-3 "
                                  "images, 1e-4 text); 0 disables")
     t_sampling: str = opt("uniform", "how the steps of a batch are drawn: uniform (independent) | antithetic (an "
-                                     "evenly spaced grid with one random offset: the same mean, lower variance)")
+                                     "evenly spaced grid with one random offset: the same mean, lower variance)",
+                          choices=T_SAMPLING)
     eval_passes: int = opt(4, "draws of (t, sigma) averaged per datapoint by `anyorder evaluate` and validation")
     loss_ema: float = opt(0.95, "momentum of the per-step loss EMA that the step-budget policy is computed from")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.ce_weight < 0:
             raise ConfigError(f"ardm: ce_weight must be >= 0 (got {self.ce_weight})")
-        if self.t_sampling not in T_SAMPLING:
-            raise ConfigError(f"ardm: t_sampling must be one of {T_SAMPLING} (got {self.t_sampling!r})")
         if self.eval_passes < 1:
             raise ConfigError(f"ardm: eval_passes must be >= 1 (got {self.eval_passes})")
         if not 0.0 <= self.loss_ema < 1.0:

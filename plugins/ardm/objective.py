@@ -26,9 +26,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anyorder.any_order import AnyOrderObjective, draw_steps, random_orders
-from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
-from anyorder.objective import LogLikelihood, LossOutput, Samples, mix_seed
+from anyorder.objective import (
+    BuildContext,
+    EvalContext,
+    Likelihood,
+    LogLikelihood,
+    LossOutput,
+    SampleContext,
+    Samples,
+    StepContext,
+    mix_seed,
+)
 from anyorder_plugins.ardm.config import ARDMConfig
 from anyorder_plugins.ardm.policy import Policy, optimal_policy
 
@@ -40,13 +49,15 @@ class ARDM(AnyOrderObjective):
 
     Config = ARDMConfig
     config: ARDMConfig
-    likelihood_kind = "lower bound: E_sigma log p(x|sigma) <= log p(x), a Monte Carlo estimate"
+    likelihood = Likelihood.LOWER_BOUND  # E_sigma log p(x|sigma) <= log p(x), estimated by Monte Carlo
     supports_step_budget = True
     step_loss: Tensor
     step_seen: Tensor
 
-    def build(self, space: DataSpace) -> None:
-        self.build_network(space)
+    def __init__(self, config: ARDMConfig, build: BuildContext) -> None:
+        super().__init__(config, build)
+        self.eval_steps = int(build.eval.steps)
+        self.build_network(build)
         d = self.num_variables
         # The per-step loss EMA (nats per unknown variable) and which steps have been seen: saved in checkpoints.
         self.register_buffer("step_loss", torch.zeros(d, dtype=torch.float64))
@@ -62,7 +73,7 @@ class ARDM(AnyOrderObjective):
 
     # -- training ----------------------------------------------------------------------------------------------------
 
-    def loss(self, batch: dict[str, Tensor]) -> LossOutput:
+    def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         tokens = batch["tokens"]
         b, d = tokens.shape
         t = draw_steps(b, d, self.config.t_sampling, device=tokens.device)
@@ -118,7 +129,7 @@ class ARDM(AnyOrderObjective):
     # -- likelihood --------------------------------------------------------------------------------------------------
 
     def likelihood_protocol(self) -> dict[str, Any]:
-        steps = self.step_budget("eval")
+        steps = self.eval_steps
         out: dict[str, Any] = {"passes": int(self.config.eval_passes),
                                "seeding": "pass p of a batch whose first datapoint is i draws from mix_seed(seed, i, p)"}
         if steps >= self.num_variables:
@@ -147,15 +158,14 @@ class ARDM(AnyOrderObjective):
         return total
 
     @torch.no_grad()
-    def log_likelihood(self, batch: dict[str, Tensor]) -> LogLikelihood:
+    def log_likelihood(self, batch: dict[str, Tensor], ctx: EvalContext) -> LogLikelihood:
         tokens = batch["tokens"]
         b, d = tokens.shape
-        steps = self.step_budget("eval")
+        steps = ctx.steps
         batch_index = int(batch["index"][0]) if "index" in batch and batch["index"].numel() else 0
         total = torch.zeros(b, dtype=torch.float64, device=tokens.device)
         for p in range(int(self.config.eval_passes)):
-            generator = torch.Generator(device=tokens.device).manual_seed(
-                mix_seed(self.seed, batch_index, p))
+            generator = ctx.generator(batch_index, p, device=tokens.device)
             sigma = random_orders(b, d, generator=generator, device=tokens.device)
             if steps:  # a budget (D or more: the whole chain, one variable per call)
                 ll = self._policy_ll(tokens, sigma, self._intervals(steps))
@@ -169,12 +179,12 @@ class ARDM(AnyOrderObjective):
     # -- sampling ----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, num: int, *, generator: torch.Generator, settings: dict[str, Any]) -> Samples:
+    def sample(self, num: int, ctx: SampleContext) -> Samples:
         """``num`` datapoints in ``sample.steps`` network calls (0: D calls, one variable each). ``extras["order"]``
         holds each variable's generation step."""
-        d, device = self.num_variables, self.device
-        temperature = float(settings.get("temperature", 1.0))
-        intervals = self._intervals(int(settings.get("steps", 0) or 0))
+        d, device, generator = self.num_variables, self.device, ctx.generator
+        temperature = float(ctx.settings.temperature)
+        intervals = self._intervals(ctx.steps)
         sigma = random_orders(num, d, generator=generator, device=device)
         tokens = torch.zeros(num, d, dtype=torch.long, device=device)
         calls = 0

@@ -35,8 +35,8 @@ class ArithmeticConfig(PluginConfig):
     num_test: int = opt(200, "held-out questions in the test split")
     seed: int = opt(0, "seed of the generator; each split draws from its own stream of this seed")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` if the options do not describe a usable dataset."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.base, bool) or not MIN_BASE <= self.base <= MAX_BASE:
             raise ConfigError(f"arithmetic: base must be in {MIN_BASE}..{MAX_BASE} (got {self.base})")
         if not 1 <= self.max_digits <= MAX_DIGITS:

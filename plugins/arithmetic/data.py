@@ -89,7 +89,6 @@ class ArithmeticDataModule(DiscreteDataModule):
     config: ArithmeticConfig
 
     def __init__(self, config: ArithmeticConfig, **kwargs: Any) -> None:
-        config.check()
         super().__init__(config, **kwargs)
         self.vocab: tuple[str, ...] = (*digits_of(config.base), "+", "-", EQUALS)
         """The characters, in token-id order."""

@@ -29,7 +29,6 @@ class ArithmeticAccuracy(SampleMetric):
     correct: Tensor
 
     def __init__(self, config: ArithmeticAccuracyConfig, datamodule: Any = None) -> None:
-        config.check()
         super().__init__(config, datamodule)
         for name in ("total", "well_formed", "correct"):
             self.add_state(name, default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")

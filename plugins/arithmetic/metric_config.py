@@ -23,7 +23,7 @@ class ArithmeticAccuracyConfig(PluginConfig):
 
     base: int = opt(7, f"the base the samples are written in ({MIN_BASE}..{MAX_BASE}); the dataset's own base")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on a base outside 2..16."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.base, bool) or not MIN_BASE <= self.base <= MAX_BASE:
             raise ConfigError(f"arithmetic_accuracy: base must be in {MIN_BASE}..{MAX_BASE} (got {self.base})")

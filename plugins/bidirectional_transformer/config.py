@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from anyorder.config import opt
-from anyorder.transformer_options import TransformerOptions
+from anyorder_plugins.transformer.options import TransformerOptions
 
 
 @dataclass

@@ -7,9 +7,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from anyorder.layers import TransformerBlock, init_transformer_weights
 from anyorder.network import AnyOrderNetwork, NetworkIO
 from anyorder_plugins.bidirectional_transformer.config import BidirectionalTransformerConfig
+from anyorder_plugins.transformer.layers import TransformerBlock, init_transformer_weights
 
 
 def sinusoidal_features(fraction: Tensor, dim: int) -> Tensor:

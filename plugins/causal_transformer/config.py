@@ -6,13 +6,12 @@ implementation lives in :mod:`anyorder_plugins.causal_transformer.network`.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import ClassVar
 
 from anyorder.config import opt
 from anyorder.errors import ConfigError
-from anyorder.transformer_options import TransformerOptions
+from anyorder_plugins.transformer.options import TransformerOptions
 
 POSITION_KINDS: tuple[str, ...] = ("learned", "rotary")
 """The accepted values of ``positions``."""
@@ -28,7 +27,8 @@ class CausalTransformerConfig(TransformerOptions):
 
     implementation: ClassVar[str] = "anyorder_plugins.causal_transformer.network:CausalTransformer"
 
-    positions: str = opt("learned", "position encoding: learned (absolute embedding table) | rotary (RoPE)")
+    positions: str = opt("learned", "position encoding: learned (absolute embedding table) | rotary (RoPE)",
+                         choices=POSITION_KINDS)
     tie_embeddings: bool = opt(
         True,
         "share the token-embedding matrix with the output projection; applies only when the input and output "
@@ -37,12 +37,6 @@ class CausalTransformerConfig(TransformerOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.positions not in POSITION_KINDS:
-            close = difflib.get_close_matches(str(self.positions), POSITION_KINDS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"network.positions must be one of {', '.join(POSITION_KINDS)} (got {self.positions!r}).{hint}"
-            )
         # Rotary embeddings rotate pairs of channels, so every head needs an even number of them.
         if self.positions == "rotary" and (self.d_model // self.n_heads) % 2 != 0:
             raise ConfigError(

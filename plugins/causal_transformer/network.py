@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from anyorder.layers import Rope, RotaryEmbedding, TransformerBlock, init_transformer_weights
-from anyorder.network import CausalNetwork, KVCache, NetworkIO
+from anyorder.network import Conditioning, NetworkIO
+from anyorder_plugins.causal.network import CausalNetwork, KVCache
 from anyorder_plugins.causal_transformer.config import CausalTransformerConfig
+from anyorder_plugins.transformer.layers import Rope, RotaryEmbedding, TransformerBlock, init_transformer_weights
 
 
 class CausalTransformer(CausalNetwork):
@@ -18,13 +19,21 @@ class CausalTransformer(CausalNetwork):
     Reads tokens in ``[0, io.input_vocab_size)`` at positions ``[0, io.max_len)`` and returns logits over
     ``io.output_vocab_size`` values. The token embedding and the head share their weight when
     ``config.tie_embeddings`` is set and both vocabularies have the same size (``self.tied`` says which).
+
+    Conditioned on a vector (``io.conditioning`` vector), a linear map of ``condition`` [B, C] is added to every
+    position's embedding. Conditioned on a prefix, a linear map of ``condition`` [B, P, C] occupies positions 0..P-1
+    before the tokens (which then sit at positions P.. and so need ``io.max_len`` to count the prefix); the logits
+    are those of the tokens only, and explicit ``positions`` and ``attn_mask`` arguments describe the tokens alone.
     """
 
     Config = CausalTransformerConfig
+    conditionings = frozenset({Conditioning.NONE, Conditioning.VECTOR, Conditioning.PREFIX})
 
     def __init__(self, config: CausalTransformerConfig, io: NetworkIO) -> None:
         super().__init__(config, io)
         d_model, self.max_len = config.d_model, io.max_len
+        self.prefix_len = io.condition_len if io.conditioning is Conditioning.PREFIX else 0
+        self.cond_proj = nn.Linear(io.condition_dim, d_model) if io.condition_dim else None
         self.tok_emb = nn.Embedding(io.input_vocab_size, d_model)
         self.pos_emb = nn.Embedding(io.max_len, d_model) if config.positions == "learned" else None
         self.rotary = RotaryEmbedding(d_model // config.n_heads, io.max_len) if config.positions == "rotary" else None
@@ -83,20 +92,66 @@ class CausalTransformer(CausalNetwork):
         rope = self.rotary(positions, length=length, offset=offset) if self.rotary is not None else None
         return self.emb_dropout(x), rope
 
+    # -- conditioning ----------------------------------------------------------------------------------------------
+
+    def _check_condition(self, condition: Tensor | None, batch: int) -> None:
+        io = self.io
+        if io.conditioning is Conditioning.NONE:
+            if condition is not None:
+                raise ValueError("this network was built without a conditioning input; got a condition")
+            return
+        want = (batch, io.condition_dim) if io.conditioning is Conditioning.VECTOR else \
+            (batch, io.condition_len, io.condition_dim)
+        if condition is None or tuple(condition.shape) != want:
+            got = None if condition is None else tuple(condition.shape)
+            raise ValueError(f"condition must have shape {want} ({io.conditioning.value} conditioning), got {got}")
+
+    def _with_prefix(self, tokens: Tensor, positions: Tensor | None, attn_mask: Tensor | None, condition: Tensor,
+                     offset: int) -> tuple[Tensor, Rope | None, Tensor | None]:
+        """Embeddings of the prefix (positions 0..P-1) followed by the tokens (P + their positions), the rotary
+        tables of all of them, and the attention mask widened so that every position sees the whole prefix."""
+        p, (b, t) = self.prefix_len, tokens.shape
+        token_pos = (torch.arange(t, device=tokens.device) + offset)[None].expand(b, t) if positions is None \
+            else positions
+        x_tokens, _ = self._embed(tokens, token_pos + p, 0)
+        assert self.cond_proj is not None
+        prefix = self.cond_proj(condition)
+        if self.pos_emb is not None:
+            prefix = prefix + self.pos_emb.weight[:p]
+        x = torch.cat([self.emb_dropout(prefix), x_tokens], dim=1)
+        all_pos = torch.cat([torch.arange(p, device=tokens.device)[None].expand(b, p), token_pos + p], dim=1)
+        rope = self.rotary(all_pos, length=p + t) if self.rotary is not None else None
+        if attn_mask is None:
+            return x, rope, None
+        wide = torch.zeros(b, p + t, p + attn_mask.shape[-1], dtype=torch.bool, device=tokens.device)
+        wide[:, :p, :p] = torch.ones(p, p, dtype=torch.bool, device=tokens.device).tril()
+        wide[:, p:, :p] = True
+        wide[:, p:, p:] = attn_mask
+        return x, rope, wide
+
     # -- the CausalNetwork interface -----------------------------------------------------------------------------
 
-    def forward(self, tokens: Tensor, positions: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, positions: Tensor | None = None, attn_mask: Tensor | None = None,
+                condition: Tensor | None = None) -> Tensor:
         """Logits [B, T, V_out] of ``tokens`` [B, T].
 
         ``positions`` [B, T] overrides the position ids (default ``0..T-1``). ``attn_mask`` bool [B, T, T]
-        (True = may attend) replaces the causal mask; without it attention is causal.
+        (True = may attend) replaces the causal mask; without it attention is causal. ``condition`` is the
+        conditioning input the network was built for (see the class docstring).
         """
-        x, rope = self._embed(tokens, positions, 0)
+        self._check_condition(condition, tokens.shape[0])
         if attn_mask is not None and attn_mask.shape[-2:] != (tokens.shape[1], tokens.shape[1]):
             raise ValueError(f"attn_mask must be [B, T, T] for T={tokens.shape[1]}, got {tuple(attn_mask.shape)}")
+        if self.prefix_len:
+            assert condition is not None
+            x, rope, attn_mask = self._with_prefix(tokens, positions, attn_mask, condition, 0)
+        else:
+            x, rope = self._embed(tokens, positions, 0)
+            if self.cond_proj is not None:
+                x = x + self.cond_proj(condition)[:, None, :]
         for block in self.blocks:
             x = block(x, rope=rope, attn_mask=attn_mask)
-        return self.head(self.final_norm(x))
+        return self.head(self.final_norm(x[:, self.prefix_len:]))
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
         """An empty cache with room for ``max_len`` positions: per layer, keys and values [B, H, max_len, head_dim].
@@ -114,15 +169,28 @@ class CausalTransformer(CausalNetwork):
         return KVCache(keys, values)
 
     def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None,
-             attn_mask: Tensor | None = None) -> Tensor:
+             attn_mask: Tensor | None = None, condition: Tensor | None = None) -> Tensor:
         """Append ``tokens`` [B, T_new] to ``cache`` and return their logits [B, T_new, V_out].
 
         The new tokens attend to the cached prefix and causally among themselves; their default positions are
         ``cache.length .. cache.length + T_new - 1``. ``cache.length`` advances by ``T_new``. ``attn_mask`` bool
         [B, T_new, cache.length + T_new] (True = may attend) replaces that, e.g. to drop entries of a row that a
-        backspace deleted (a per-row crop of the cache).
+        backspace deleted (a per-row crop of the cache). ``condition`` is given on every call; with a prefix, the
+        first call (empty cache) writes the prefix into the cache first, and ``cache.length`` counts it.
         """
         batch, length = tokens.shape
+        self._check_condition(condition, batch)
+        if self.prefix_len and cache.length == 0:
+            assert condition is not None
+            x, rope, attn_mask = self._with_prefix(tokens, positions, attn_mask, condition, 0)
+            length += self.prefix_len
+        else:
+            if self.prefix_len:
+                positions = None if positions is None else positions + self.prefix_len
+                if attn_mask is not None:
+                    seen = torch.ones(*attn_mask.shape[:-1], self.prefix_len, dtype=torch.bool, device=tokens.device)
+                    attn_mask = torch.cat([seen, attn_mask], dim=-1)
+            x = rope = None  # embedded below, once the cache is checked
         start, end = cache.length, cache.length + length
         if len(cache.keys) != len(self.blocks):
             raise ValueError(f"cache has {len(cache.keys)} layers, this network {len(self.blocks)}")
@@ -130,11 +198,14 @@ class CausalTransformer(CausalNetwork):
             raise ValueError(f"cache was made for batch size {cache.keys[0].shape[0]}, got tokens for {batch}")
         if end > cache.capacity:
             raise ValueError(f"cache capacity {cache.capacity} is too small for {end} positions")
-        x, rope = self._embed(tokens, positions, start)
+        if x is None:
+            x, rope = self._embed(tokens, positions, start)
+            if self.cond_proj is not None and not self.prefix_len:
+                x = x + self.cond_proj(condition)[:, None, :]
         for block, k, v in zip(self.blocks, cache.keys, cache.values, strict=True):
             x = block(x, rope=rope, attn_mask=attn_mask, kv_cache=(k, v), cache_start=start)
         cache.length = end
-        return self.head(self.final_norm(x))
+        return self.head(self.final_norm(x[:, x.shape[1] - tokens.shape[1]:]))
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs (forward + backward) per token: ``6 N + 12 n_layers d_model seq_len``.

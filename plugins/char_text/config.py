@@ -38,8 +38,8 @@ class CharTextConfig(PluginConfig):
     stride: int = opt(0, "distance between the starts of training chunks; 0 means block_size (no overlap). "
                          "val and test chunks never overlap")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` if the options are inconsistent (before any file is read)."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.block_size < 1:
             raise ConfigError(f"char_text: block_size must be at least 1 (got {self.block_size})")
         if self.stride < 0:

@@ -49,7 +49,6 @@ class CharTextDataModule(DiscreteDataModule):
     config: CharTextConfig
 
     def __init__(self, config: CharTextConfig, **kwargs: Any) -> None:
-        config.check()
         super().__init__(config, **kwargs)
 
     # -- files ------------------------------------------------------------------------------------------------------

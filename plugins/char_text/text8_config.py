@@ -65,8 +65,8 @@ class Text8Config(PluginConfig):
         """The stride between training chunks (``stride``, or ``block_size`` when 0)."""
         return self.stride or self.block_size
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` for inconsistent options or a missing or malformed digest."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.block_size < 1:
             raise ConfigError(f"text8: block_size must be at least 1 (got {self.block_size})")
         if self.block_size > SPLIT_CHARS["val"]:
@@ -78,6 +78,3 @@ class Text8Config(PluginConfig):
         if not _SHA256_RE.match(value):
             raise ConfigError(f"text8: data.sha256 must be 64 hex digits (got {value!r}); compute it with "
                               f"`sha256sum text8.zip`")
-
-    def __post_init__(self) -> None:
-        self.check()

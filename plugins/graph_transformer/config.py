@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from anyorder.config import opt
 from anyorder.errors import ConfigError
-from anyorder.transformer_options import TransformerOptions
+from anyorder_plugins.transformer.options import TransformerOptions
 
 
 @dataclass

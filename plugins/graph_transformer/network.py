@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyorder.layers import MLP, SelfAttention, init_transformer_weights
 from anyorder.network import AnyOrderNetwork, NetworkIO
 from anyorder_plugins.bidirectional_transformer.network import sinusoidal_features
 from anyorder_plugins.graph_transformer.config import GraphTransformerConfig
+from anyorder_plugins.transformer.layers import MLP, SelfAttention, init_transformer_weights
 
 
 class EdgeBiasedAttention(SelfAttention):

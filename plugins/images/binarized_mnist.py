@@ -76,7 +76,6 @@ class BinarizedMNISTDataModule(GridImageDataModule):
     levels = 2
 
     def __init__(self, config: BinarizedMNISTConfig, **kwargs: Any) -> None:
-        config.check()
         super().__init__(config, **kwargs)
 
     # -- files ------------------------------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ class BinarizedMNISTConfig(PluginConfig):
         """The expected digest of ``split``'s file (lowercase)."""
         return str(getattr(self, self.sha256_option(split))).strip().lower()
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` for a missing or malformed digest."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         for split in FILE_SPLITS:
             key, value = self.sha256_option(split), str(getattr(self, self.sha256_option(split))).strip()
             if not value:
@@ -69,6 +69,3 @@ class BinarizedMNISTConfig(PluginConfig):
                     f"binarized_mnist: data.{key} must be 64 hex digits (got {value!r}); compute it with "
                     f"`sha256sum {file_name(split)}`"
                 )
-
-    def __post_init__(self) -> None:
-        self.check()

@@ -60,7 +60,6 @@ class DigitsDataModule(GridImageDataModule):
     levels = LEVELS
 
     def __init__(self, config: DigitsConfig, **kwargs: Any) -> None:
-        config.check()
         super().__init__(config, **kwargs)
 
     def build(self) -> Splits:

@@ -34,8 +34,8 @@ class DigitsConfig(PluginConfig):
     val_fraction: float = opt(0.1, "fraction of the 1,797 images held out for validation (rounded to a count)")
     test_fraction: float = opt(0.1, "fraction of the 1,797 images held out for test (rounded to a count)")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` if the options are inconsistent."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.split_seed < 0:
             raise ConfigError(f"digits: split_seed must not be negative (numpy seeds are >= 0; got {self.split_seed})")
         for key in ("val_fraction", "test_fraction"):
@@ -47,6 +47,3 @@ class DigitsConfig(PluginConfig):
             raise ConfigError(
                 f"digits: val_fraction + test_fraction leave no training images ({sizes}); lower one of them"
             )
-
-    def __post_init__(self) -> None:
-        self.check()

@@ -33,8 +33,8 @@ class KeyedConfig(PluginConfig):
     table_seed: int = opt(0, "seed of the tables T_j")
     data_seed: int = opt(1, "seed of the keys; each split draws from its own stream of this seed")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` for options that do not describe a usable source."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_variables < 2:
             raise ConfigError(f"keyed: num_variables must be at least 2 (got {self.num_variables})")
         if not 0 <= self.key_index < self.num_variables:
@@ -50,6 +50,3 @@ class KeyedConfig(PluginConfig):
             raise ConfigError("keyed: num_train must be >= 1 and num_val, num_test >= 0")
         if self.table_seed < 0 or self.data_seed < 0:
             raise ConfigError("keyed: table_seed and data_seed must be >= 0 (numpy seeds)")
-
-    def __post_init__(self) -> None:
-        self.check()

@@ -35,7 +35,6 @@ class KeyedDataModule(DiscreteDataModule):
     config: KeyedConfig
 
     def __init__(self, config: KeyedConfig, **kwargs: Any) -> None:
-        config.check()
         super().__init__(config, **kwargs)
         c = config
         self.table = key_tables(c.num_variables, c.key_index, c.key_values, c.vocab_size, c.table_seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from anyorder.config import PluginConfig, opt, validate_plugin_section
+from anyorder.config import PluginConfig, opt, plugin_field
 from anyorder.errors import ConfigError
 
 P_POLICIES = ("uniform", "entropy", "st")
@@ -31,34 +31,33 @@ class LOARMConfig(PluginConfig):
     implementation = "anyorder_plugins.lo_arm.objective:LOARM"
 
     p_policy: str = opt("st", "generative order-policy: uniform | entropy (prefer the variable whose classifier "
-                              "entropy is lowest) | st (a policy head on the classifier's network)")
+                              "entropy is lowest) | st (a policy head on the classifier's network)",
+                        choices=P_POLICIES)
     q_policy: str = opt("sep", "variational order-policy q(z|x), Plackett-Luce on scores of the full x: uniform | "
                                "st (a head on the classifier's network applied to the full x) | sep (a separate "
-                               "network, q_network)")
-    q_network: dict[str, Any] = opt({}, "the network of q_policy=sep, a {name: ..., **options} section; empty means "
-                                        "the run's `network` section (same architecture, its own weights)")
+                               "network, q_network)", choices=Q_POLICIES)
+    q_network: Any = plugin_field("network", "the network of q_policy=sep, a {name: ..., **options} section; empty "
+                                             "means the run's `network` section (same architecture, its own weights)",
+                                  default={})
     num_samples: int = opt(2, "K, the prefixes z_<i ~ q drawn per datapoint for the RLOO gradient (>= 2)")
     entropy_beta: float = opt(1.0, "p_policy=entropy: the policy logits are -entropy_beta * classifier entropy")
     q_entropy_weight: float = opt(0.0, "weight of a bonus on the entropy of q at the drawn step (counters an early "
                                        "collapse of q to one order); 0 disables")
     ce_weight: float = opt(0.0, "weight of the unweighted cross-entropy of the still-masked variables (as in "
                                 "ardm); 0 disables")
-    t_sampling: str = opt("uniform", "how the steps i of a batch are drawn: uniform | antithetic (as in ardm)")
+    t_sampling: str = opt("uniform", "how the steps i of a batch are drawn: uniform | antithetic (as in ardm)",
+                          choices=T_SAMPLING)
     order_temperature: float = opt(1.0, "temperature of the order-policy when sampling; 0 picks its most likely "
                                         "variable")
     eval_estimator: str = opt("chain", "how `anyorder evaluate` estimates the bound: chain (one order z ~ q per "
                                        "pass, the exact inner sum at each of its D steps: the ELBO, D calls) | step "
                                        "(one step per pass: the training estimator, 1 call) | iw (the importance-"
                                        "weighted bound log mean_k p(z_k, x) / q(z_k | x) over eval_passes orders, "
-                                       "tighter than the ELBO; D calls per order)")
+                                       "tighter than the ELBO; D calls per order)", choices=EVAL_ESTIMATORS)
     eval_passes: int = opt(2, "orders (or steps) per datapoint in `anyorder evaluate` and validation")
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("p_policy", self.p_policy, P_POLICIES), ("q_policy", self.q_policy, Q_POLICIES),
-                                     ("t_sampling", self.t_sampling, T_SAMPLING),
-                                     ("eval_estimator", self.eval_estimator, EVAL_ESTIMATORS)):
-            if value not in allowed:
-                raise ConfigError(f"lo_arm: {name} must be one of {', '.join(allowed)} (got {value!r})")
+        super().__post_init__()
         if self.num_samples < 2:
             raise ConfigError(f"lo_arm: num_samples must be >= 2: the leave-one-out baseline of each prefix is the "
                               f"mean F of the others (got {self.num_samples})")
@@ -67,8 +66,6 @@ class LOARMConfig(PluginConfig):
                 raise ConfigError(f"lo_arm: {name} must be >= 0 (got {getattr(self, name)})")
         if self.eval_passes < 1:
             raise ConfigError(f"lo_arm: eval_passes must be >= 1 (got {self.eval_passes})")
-        if self.q_network:
-            if self.q_policy != "sep":
-                raise ConfigError(f"lo_arm: q_network is only used with q_policy=sep (q_policy is "
-                                  f"{self.q_policy!r}); remove it or set q_policy=sep")
-            validate_plugin_section("network", dict(self.q_network), "objective.q_network", "lo_arm")
+        if self.q_network and self.q_policy != "sep":
+            raise ConfigError(f"lo_arm: q_network is only used with q_policy=sep (q_policy is "
+                              f"{self.q_policy!r}); remove it or set q_policy=sep")

@@ -30,9 +30,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anyorder.any_order import AnyOrderObjective, draw_steps
-from anyorder.data import DataSpace
 from anyorder.network import AnyOrderNetwork, NetworkIO
-from anyorder.objective import LogLikelihood, LossOutput, Samples, mix_seed
+from anyorder.objective import (
+    BuildContext,
+    EvalContext,
+    Likelihood,
+    LogLikelihood,
+    LossOutput,
+    SampleContext,
+    Samples,
+    StepContext,
+)
 from anyorder_plugins.lo_arm.config import LOARMConfig
 
 LN2 = math.log(2.0)
@@ -68,27 +76,28 @@ class LOARM(AnyOrderObjective):
 
     Config = LOARMConfig
     config: LOARMConfig
-    likelihood_kind = "lower bound: the ELBO E_q[log p(z, x) - log q(z|x)] <= log p(x), a Monte Carlo estimate"
     q_net: AnyOrderNetwork | None
 
     # -- construction -------------------------------------------------------------------------------------------------
 
-    def build(self, space: DataSpace) -> None:
-        cfg = self.config
+    def __init__(self, config: LOARMConfig, build: BuildContext) -> None:
+        super().__init__(config, build)
+        space, cfg = build.space, config
+        # chain and step: the ELBO E_q[log p(z, x) - log q(z|x)] <= log p(x), estimated by Monte Carlo; iw: tighter.
+        self.likelihood = Likelihood.IMPORTANCE_WEIGHTED if cfg.eval_estimator == "iw" else Likelihood.LOWER_BOUND
         channels = 0
         self.p_channel = self.q_channel = -1
         if cfg.p_policy == "st":
             self.p_channel, channels = channels, channels + 1
         if cfg.q_policy == "st":
             self.q_channel, channels = channels, channels + 1
-        self.build_network(space, extra_outputs=channels)
+        self.build_network(build, extra_outputs=channels)
         self.q_net = None
         if cfg.q_policy == "sep":
             d = self.num_variables
             io = NetworkIO(input_vocab_sizes=tuple([self.mask_id + 1] * d), output_vocab_sizes=tuple([1] * d),
                            max_len=d, structure=space.structure, shape=space.shape)
-            section = dict(cfg.q_network) if cfg.q_network else self.network_section
-            q_net = self.make_network(section, io, require=AnyOrderNetwork)
+            q_net = build.network(io, section=dict(cfg.q_network) if cfg.q_network else None, require=AnyOrderNetwork)
             assert isinstance(q_net, AnyOrderNetwork)
             self.q_net = q_net
 
@@ -150,13 +159,13 @@ class LOARM(AnyOrderObjective):
 
     # -- training -----------------------------------------------------------------------------------------------------
 
-    def loss(self, batch: dict[str, Tensor]) -> LossOutput:
+    def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         tokens = batch["tokens"]
         b, d = tokens.shape
         t = draw_steps(b, d, self.config.t_sampling, device=tokens.device)
         scores = self.q_scores(tokens)
         sigmas = plackett_luce_orders(scores, self.config.num_samples)
-        want_variance = self.training and self._trainer is not None and self._logs_this_step()
+        want_variance = self.training and ctx.logs
         return self.loss_given(tokens, t, sigmas, scores=scores, gradient_variance=want_variance)
 
     def loss_given(self, tokens: Tensor, t: Tensor, sigmas: Tensor, *, scores: Tensor | None = None,
@@ -232,7 +241,7 @@ class LOARM(AnyOrderObjective):
                 "seeding": "pass p of a batch whose first datapoint is i draws from mix_seed(seed, i, p)"}
 
     @torch.no_grad()
-    def log_likelihood(self, batch: dict[str, Tensor]) -> LogLikelihood:
+    def log_likelihood(self, batch: dict[str, Tensor], ctx: EvalContext) -> LogLikelihood:
         tokens = batch["tokens"]
         b, d = tokens.shape
         batch_index = int(batch["index"][0]) if "index" in batch and batch["index"].numel() else 0
@@ -240,7 +249,7 @@ class LOARM(AnyOrderObjective):
         passes, est = int(self.config.eval_passes), self.config.eval_estimator
         values = []
         for p in range(passes):
-            generator = torch.Generator(device=tokens.device).manual_seed(mix_seed(self.seed, batch_index, p))
+            generator = ctx.generator(batch_index, p, device=tokens.device)
             sigma = plackett_luce_orders(scores, 1, generator=generator)[0]
             if est == "step":
                 t = torch.randint(0, d, (b,), generator=generator, device=tokens.device)
@@ -258,11 +267,11 @@ class LOARM(AnyOrderObjective):
     # -- sampling -----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, num: int, *, generator: torch.Generator, settings: dict[str, Any]) -> Samples:
+    def sample(self, num: int, ctx: SampleContext) -> Samples:
         """``num`` datapoints in D network calls: each call, the order-policy picks one masked variable and the
         classifier fills it. ``extras["order"]`` holds each variable's generation step."""
-        d, device = self.num_variables, self.device
-        temperature = float(settings.get("temperature", 1.0))
+        d, device, generator = self.num_variables, self.device, ctx.generator
+        temperature = float(ctx.settings.temperature)
         order_temperature = float(self.config.order_temperature)
         tokens = torch.zeros(num, d, dtype=torch.long, device=device)
         sigma = torch.full((num, d), d, dtype=torch.long, device=device)  # d = not generated yet

@@ -32,8 +32,8 @@ class MarkovConfig(PluginConfig):
     chain_seed: int = opt(0, "seed of the random chain (the transition probabilities)")
     data_seed: int = opt(1, "seed of the sampled sequences; each split draws from its own stream of this seed")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` if the options do not describe a usable chain."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.order < 1:
             raise ConfigError(f"markov: order must be at least 1 (got {self.order})")
         if self.vocab_size < 2:

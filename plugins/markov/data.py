@@ -185,9 +185,9 @@ class MarkovDataModule(DiscreteDataModule):
     config: MarkovConfig
 
     def __init__(self, config: MarkovConfig, **kwargs: Any) -> None:
-        config.check()
         super().__init__(config, **kwargs)
         self._chain: MarkovChain | None = None
+        self._source_nll: dict[str, float] | None = None
 
     @property
     def chain(self) -> MarkovChain:
@@ -210,17 +210,36 @@ class MarkovDataModule(DiscreteDataModule):
 
     def build(self) -> Splits:
         c = self.config
-        sets = {split: TokenSet.fixed(torch.from_numpy(self.sample_split(split))) for split in SPLITS}
+        arrays = {split: self.sample_split(split) for split in SPLITS}
+        self._source_nll = {split: self.source_nll_per_token(x) for split, x in arrays.items() if x.size}
+        sets = {split: TokenSet.fixed(torch.from_numpy(x)) for split, x in arrays.items()}
         info = {"num_states": self.chain.num_states, **self.reference()}
         return Splits(sets["train"], sets["val"], sets["test"], DataSpace.sequence(c.length, c.vocab_size), info)
 
+    def source_nll_per_token(self, tokens: np.ndarray | Tensor) -> float:
+        """The true source's exact NLL per token (nats) on the sequences ``tokens`` [N, L] themselves, first tokens
+        included: ``-sum_i log p(x_i) / (N L)`` from the stationary law and the transition matrix."""
+        x = tokens.detach().cpu().numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
+        return float(-self.chain.log_prob(x).sum() / x.size)
+
     def reference(self) -> dict[str, float]:
-        """Exact entropies of the source (nats); ``sequence_entropy_nats_per_token`` is the best achievable NLL."""
-        return {
+        """Exact quantities of the source (nats per token unless named otherwise).
+
+        * ``entropy_rate_nats``: the entropy rate (the limit for long sequences).
+        * ``stationary_entropy_nats``: the joint entropy of the first k tokens (nats, not per token).
+        * ``sequence_entropy_nats_per_token``: the source's expected NLL per token over sequences of this length,
+          first tokens included (an expectation over sequences: the best achievable expected NLL).
+        * ``source_nll_nats_per_token_<split>``: the source's exact NLL per token on that split's sequences
+          themselves (what a perfect model scores on exactly those sequences); once the splits are built.
+        """
+        out = {
             "entropy_rate_nats": self.chain.entropy_rate(),
             "stationary_entropy_nats": self.chain.stationary_entropy(),
             "sequence_entropy_nats_per_token": self.chain.sequence_entropy_per_token(self.config.length),
         }
+        for split, value in (self._source_nll or {}).items():
+            out[f"source_nll_nats_per_token_{split}"] = value
+        return out
 
     def log_prob(self, tokens: np.ndarray | Tensor) -> np.ndarray:
         """Exact log-probabilities (float64 [N]) of sequences [N, L] under the true chain."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anyorder.config import PluginConfig, opt
-from anyorder.errors import ConfigError
 
 
 @dataclass
@@ -18,8 +17,5 @@ class MLEConfig(PluginConfig):
         "token",
         "how the loss averages: token (mean NLL over all predicted tokens, EOS included) | sequence (sum over a "
         "sequence's tokens, mean over sequences)",
+        choices=("token", "sequence"),
     )
-
-    def __post_init__(self) -> None:
-        if self.reduction not in ("token", "sequence"):
-            raise ConfigError(f"mle: reduction must be 'token' or 'sequence' (got {self.reduction!r})")

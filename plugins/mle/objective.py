@@ -7,17 +7,24 @@ EOS: its length is known). Sampling is ancestral with a KV cache.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
-from anyorder.generate import sample_causal
-from anyorder.network import CausalNetwork, NetworkIO
-from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples
+from anyorder.network import NetworkIO
+from anyorder.objective import (
+    BuildContext,
+    EvalContext,
+    LogLikelihood,
+    LossOutput,
+    Objective,
+    SampleContext,
+    Samples,
+    StepContext,
+)
+from anyorder_plugins.causal.generate import sample_causal
+from anyorder_plugins.causal.network import CausalNetwork
 from anyorder_plugins.mle.config import MLEConfig
 
 
@@ -25,9 +32,10 @@ class MLE(Objective):
     """Left-to-right maximum likelihood (teacher forcing)."""
 
     Config = MLEConfig
-    likelihood_kind = "exact"
 
-    def build(self, space: DataSpace) -> None:
+    def __init__(self, config: MLEConfig, build: BuildContext) -> None:
+        super().__init__(config, build)
+        space = build.space
         if space.structure != "sequence" and not space.shared_vocab:
             raise ConfigError(
                 "mle needs variables over one shared vocabulary; this dataset's variables have different "
@@ -41,7 +49,7 @@ class MLE(Objective):
             input_vocab_sizes=(vocab + 1,), output_vocab_sizes=(out_vocab,),
             max_len=space.num_variables + 1, structure=space.structure, shape=space.shape,
         )
-        network = self.make_network(self.network_section, io, require=CausalNetwork)
+        network = build.network(io, require=CausalNetwork)
         assert isinstance(network, CausalNetwork)
         self.network = network
 
@@ -66,7 +74,7 @@ class MLE(Objective):
         nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
         return nll * mask, mask
 
-    def loss(self, batch: dict[str, Tensor]) -> LossOutput:
+    def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         nll, mask = self._token_nll(batch)
         nats, count = nll.sum(), mask.sum()
         if self.config.reduction == "token":
@@ -75,16 +83,16 @@ class MLE(Objective):
             loss = nats / nll.shape[0]
         return LossOutput(loss=loss, terms={"nll": nats / count.clamp(min=1)}, nats=nats, num_tokens=count)
 
-    def log_likelihood(self, batch: dict[str, Tensor]) -> LogLikelihood:
+    def log_likelihood(self, batch: dict[str, Tensor], ctx: EvalContext) -> LogLikelihood:
         nll, mask = self._token_nll(batch)
         return LogLikelihood(log_prob=-nll.double().sum(1), num_tokens=mask.sum(1))
 
-    def sample(self, num: int, *, generator: torch.Generator, settings: dict[str, Any]) -> Samples:
-        assert self.space is not None
-        max_len = int(settings.get("max_len") or 0) or self.space.num_variables
+    def sample(self, num: int, ctx: SampleContext) -> Samples:
+        settings = ctx.settings
+        max_len = ctx.max_len or self.space.num_variables
         tokens, lengths = sample_causal(
             self.network, batch_size=num, max_new_tokens=min(max_len, self.space.num_variables),
-            bos_id=self.bos_id, eos_id=self.eos_id, temperature=float(settings["temperature"]),
-            top_k=int(settings["top_k"]), top_p=float(settings["top_p"]), generator=generator, device=self.device,
+            bos_id=self.bos_id, eos_id=self.eos_id, temperature=float(settings.temperature),
+            top_k=int(settings.top_k), top_p=float(settings.top_p), generator=ctx.generator, device=self.device,
         )
         return Samples(tokens=tokens, lengths=lengths)

@@ -103,7 +103,6 @@ class MoleculeDataModule(DiscreteDataModule):
     config: MoleculeConfig
 
     def __init__(self, config: MoleculeConfig, **kwargs: Any) -> None:
-        config.check()
         super().__init__(config, **kwargs)
         self._codec: Any = None
         self._reference: dict[str, list[str]] = {}
@@ -318,7 +317,7 @@ class MoleculeDataModule(DiscreteDataModule):
         """The base loader; with ``randomize_smiles`` the training loader draws a random SMILES per example."""
         if not (train and self.config.randomize_smiles):
             return super().loader(split, global_batch_size, train=train)
-        rank, world, _ = self._world()
+        rank, world, _ = self.world()
         return RandomSmilesLoader(
             getattr(self.splits, split), self.per_device_batch_size(global_batch_size, train=train),
             smiles=self.splits.info["smiles"][split], codec=self.codec,

@@ -25,8 +25,8 @@ class EmbeddedConfig(MoleculeConfig):
 
     test_fraction: float = opt(0.05, "fraction of the molecules in the test split (seeded by split_seed)")
 
-    def check(self) -> None:
-        super().check()
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 < self.test_fraction < 1.0 or self.test_fraction + self.val_fraction >= 1.0:
             raise ConfigError(f"mol_embedded: need 0 < test_fraction and test_fraction + val_fraction < 1 "
                               f"(got {self.test_fraction}, {self.val_fraction})")

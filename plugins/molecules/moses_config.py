@@ -31,7 +31,7 @@ class MosesConfig(MoleculeConfig):
     max_train: int = opt(0, "use this many training molecules, drawn without replacement (seeded); 0 means all 1.58M")
     sha256: str = opt(MOSES_WHEEL_SHA256, "sha256 of the molsets wheel (PyPI's digest of molsets-0.3.1)")
 
-    def check(self) -> None:
-        super().check()
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_train < 0:
             raise ConfigError(f"moses: max_train must be 0 (all) or positive (got {self.max_train})")

@@ -23,10 +23,12 @@ class MoleculeConfig(PluginConfig):
     implementation: ClassVar[Any] = None
     dataset_name: ClassVar[str] = "molecules"
 
-    representation: str = opt("graph", "graph (node + upper-triangle edge variables) | smiles (canonical token sequence)")
+    representation: str = opt("graph", "graph (node + upper-triangle edge variables) | smiles (canonical token sequence)",
+                              choices=REPRESENTATIONS)
     atom_types: str = opt(
         "element_charge",
         "graph node types: element (the literature's choice; charges are lost) | element_charge (exact encoding)",
+        choices=ATOM_TYPES,
     )
     max_atoms: int = opt(0, "graph: node slots N; 0 means the largest molecule over all splits; larger ones are skipped")
     smiles_max_len: int = opt(0, "smiles: sequence length; 0 means the longest over all splits; longer ones are skipped")
@@ -43,19 +45,12 @@ class MoleculeConfig(PluginConfig):
     split_seed: int = opt(0, "seed of every random data choice (validation carve-out, subsampling, embedded split)")
     mirror: str = opt("", "local directory holding the source files (offline use); empty means $ANYORDER_DATA_MIRROR")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` if the options are inconsistent (before any file is read)."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         name = self.dataset_name
-        if self.representation not in REPRESENTATIONS:
-            raise ConfigError(f"{name}: representation must be one of {REPRESENTATIONS} (got {self.representation!r})")
-        if self.atom_types not in ATOM_TYPES:
-            raise ConfigError(f"{name}: atom_types must be one of {ATOM_TYPES} (got {self.atom_types!r})")
         if self.max_atoms < 0 or self.smiles_max_len < 0:
             raise ConfigError(f"{name}: max_atoms and smiles_max_len must be 0 (from the data) or positive")
         if self.randomize_smiles and self.representation != "smiles":
             raise ConfigError(f"{name}: randomize_smiles needs representation=smiles (got {self.representation!r})")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"{name}: val_fraction must be in [0, 1) (got {self.val_fraction})")
-
-    def __post_init__(self) -> None:
-        self.check()

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from anyorder.config import opt
-from anyorder.errors import ConfigError
 from anyorder_plugins.molecules.options import MoleculeConfig
 
 QM9_URL = ("https://raw.githubusercontent.com/aspuru-guzik-group/selfies/eb6177e5f20cfd8787f2ac4423f5b38dce6eeeb8/"
@@ -32,9 +31,4 @@ class QM9Config(MoleculeConfig):
     dataset_name: ClassVar[str] = "qm9"
 
     split_convention: str = opt("gdss", "which rows the test ids name: gdss (row = id; reproduces published tables) "
-                                        "| moflow (row = id - 1; the correct reading)")
-
-    def check(self) -> None:
-        super().check()
-        if self.split_convention not in SPLIT_CONVENTIONS:
-            raise ConfigError(f"qm9: split_convention must be one of {SPLIT_CONVENTIONS} (got {self.split_convention!r})")
+                                        "| moflow (row = id - 1; the correct reading)", choices=SPLIT_CONVENTIONS)

@@ -41,15 +41,12 @@ class Zinc250kConfig(MoleculeConfig):
     dataset_name: ClassVar[str] = "zinc250k"
 
     split_convention: str = opt("gdss", "which rows the test indices name: gdss (0-based rows, as CGVAE; reproduces "
-                                        "published tables) | moflow (index - 1)")
+                                        "published tables) | moflow (index - 1)", choices=SPLIT_CONVENTIONS)
     sha256: str = opt(ZINC_SHA256, "sha256 the CSV must have (verified by fetch; the default is unverified, see doc)")
     md5: str = opt(ZINC_MD5, "md5 the CSV must also have (TorchDrug's value); empty skips this second check")
     split_sha256: str = opt(ZINC_SPLIT_SHA256, "sha256 of valid_idx_zinc250k.json (GDSS @ 24cc490e)")
 
-    def check(self) -> None:
-        super().check()
-        if self.split_convention not in SPLIT_CONVENTIONS:
-            raise ConfigError(
-                f"zinc250k: split_convention must be one of {SPLIT_CONVENTIONS} (got {self.split_convention!r})")
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.md5 and not re.fullmatch(r"[0-9a-f]{32}", self.md5):
             raise ConfigError(f"zinc250k: md5 must be 32 lowercase hex digits or empty (got {self.md5!r})")

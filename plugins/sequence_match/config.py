@@ -45,6 +45,7 @@ class SequenceMatchConfig(PluginConfig):
     action_cap: float = opt(2.0, "generation stops after action_cap * max_len actions (stops BKSP loops)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"sequence_match: gamma must be in (0, 1] (got {self.gamma})")
         for name in ("lam", "bc_warmup", "noise_rate"):

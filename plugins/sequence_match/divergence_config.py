@@ -18,6 +18,7 @@ class Chi2Config(PluginConfig):
     alpha: float = opt(1.0, "the chi^2 penalty is r^2 / (4 alpha): alpha = 1 gives phi(x) = x - x^2 / 4")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.alpha > 0:
             raise ConfigError(f"divergence chi2: alpha must be positive (got {self.alpha})")
 

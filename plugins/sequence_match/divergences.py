@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from anyorder.divergence import Divergence
+from anyorder_plugins.sequence_match.divergence import Divergence
 from anyorder_plugins.sequence_match.divergence_config import Chi2Config, KLConfig
 
 

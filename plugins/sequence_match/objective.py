@@ -15,22 +15,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anyorder.config import plugin_options
-from anyorder.data import DataSpace
-from anyorder.divergence import Divergence
 from anyorder.errors import ConfigError
 from anyorder.generate import filter_logits
-from anyorder.network import CausalNetwork, NetworkIO
-from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples, gather_objects, mix_seed
-from anyorder.registry import REGISTRY
+from anyorder.network import NetworkIO
+from anyorder.objective import (
+    BuildContext,
+    EvalContext,
+    Likelihood,
+    LogLikelihood,
+    LossOutput,
+    Objective,
+    SampleContext,
+    Samples,
+    StepContext,
+    mix_seed,
+)
+from anyorder_plugins.causal.network import CausalNetwork
 from anyorder_plugins.sequence_match.actions import augment, fold, one_pass_inputs
 from anyorder_plugins.sequence_match.config import SequenceMatchConfig
+from anyorder_plugins.sequence_match.divergence import Divergence
 
 NEG_INF = float("-inf")
-
-
-REPLAY_KEY = "sequence_match_replay"
-"""Checkpoint entry holding the replay buffer of every rank (a list, in rank order, of [prompt, actions] lists)."""
 
 
 class SequenceMatch(Objective):
@@ -38,10 +43,13 @@ class SequenceMatch(Objective):
 
     Config = SequenceMatchConfig
     config: SequenceMatchConfig
-    likelihood_kind = "exact"
+    # log pi of the data typed straight through: one of the action sequences that fold to x, so a lower bound.
+    likelihood = Likelihood.LOWER_BOUND
     network: CausalNetwork
 
-    def build(self, space: DataSpace) -> None:
+    def __init__(self, config: SequenceMatchConfig, build: BuildContext) -> None:
+        super().__init__(config, build)
+        space = build.space
         if space.structure != "sequence" or not space.shared_vocab:
             raise ConfigError("sequence_match needs sequences over one shared vocabulary")
         vocab = space.vocab_size
@@ -53,14 +61,14 @@ class SequenceMatch(Objective):
         # Positions: BOS, D tokens, and one more for a noise token typed (and deleted) past the longest datapoint.
         io = NetworkIO(input_vocab_sizes=(vocab + 1,), output_vocab_sizes=(self.bksp_id + 1,),
                        max_len=space.num_variables + 2, structure=space.structure, shape=space.shape)
-        network = self.make_network(self.network_section, io, require=CausalNetwork)
+        network = build.network(io, require=CausalNetwork)
         assert isinstance(network, CausalNetwork)
         self.network = network
-        section = dict(self.config.divergence)
-        impl = REGISTRY.implementation("divergence", section["name"])
-        if not issubclass(impl, Divergence):
-            raise ConfigError(f"divergence plugin {section['name']!r} is not an anyorder.divergence.Divergence")
-        self.divergence = impl(plugin_options("divergence", section))
+        divergence = build.plugin("divergence", self.config.divergence)
+        if not isinstance(divergence, Divergence):
+            raise ConfigError(f"divergence plugin {self.config.divergence['name']!r} is not a "
+                              f"{Divergence.__module__}.Divergence")
+        self.divergence = divergence
         # (prompt, actions) of the model's own generations; conditional data prompts them with training questions.
         self.replay: deque[tuple[list[int], list[int]]] = deque(maxlen=max(1, self.config.replay_size))
 
@@ -133,25 +141,19 @@ class SequenceMatch(Objective):
 
     # -- training ----------------------------------------------------------------------------------------------------
 
-    _step_override: int | None = None
-    """The optimizer step to use outside a Trainer (benchmarks, tests); inside one, Lightning's global step."""
+    def warm(self, ctx: StepContext) -> bool:
+        """Whether the step is in the behaviour-cloning warm-up (the first ``bc_warmup`` of ``train.max_steps``)."""
+        return ctx.step < self.config.bc_warmup * ctx.max_steps
 
-    def _current_step(self) -> int:
-        return int(self._step_override) if self._step_override is not None else int(self.global_step)
-
-    def _warm(self) -> bool:
-        max_steps = int(self.run_config["train"]["max_steps"])
-        return self._current_step() < self.config.bc_warmup * max_steps
-
-    def loss(self, batch: dict[str, Tensor]) -> LossOutput:
+    def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         # The rank is part of every seed: under DDP each rank corrupts its own data and fills its own replay buffer.
-        rng = np.random.default_rng(mix_seed(self.seed, self._current_step(), self.global_rank, 0xB5))
+        rng = np.random.default_rng(mix_seed(ctx.seed, ctx.step, ctx.rank, 0xB5))
         prompts, episodes, noise = self._episodes(batch, rng)
         num_data = len(episodes)
-        warm = self._warm()
+        warm = self.warm(ctx)
         if not warm and self.config.replay_every and self.training:
-            if self._current_step() % self.config.replay_every == 0 or not self.replay:
-                self._refresh_replay(prompts, rng)
+            if ctx.step % self.config.replay_every == 0 or not self.replay:
+                self._refresh_replay(prompts, rng, ctx)
             picks = rng.choice(len(self.replay), size=min(self.config.replay_rows, len(self.replay)), replace=False)
             for i in picks:
                 prompt, actions = self.replay[int(i)]
@@ -166,40 +168,31 @@ class SequenceMatch(Objective):
         return LossOutput(loss=loss, terms=terms)
 
     @torch.no_grad()
-    def _refresh_replay(self, prompts: list[list[int]], rng: np.random.Generator) -> None:
+    def _refresh_replay(self, prompts: list[list[int]], rng: np.random.Generator, ctx: StepContext) -> None:
         """Generate ``replay_batch`` action sequences with the current model into the buffer (this rank's own), from
         prompts of the current batch (BOS alone for unconditional data)."""
         picks = rng.integers(0, len(prompts), size=self.config.replay_batch)
         chosen = [prompts[int(i)] for i in picks]
-        generator = torch.Generator(device=self.device).manual_seed(
-            mix_seed(self.seed, self._current_step(), self.global_rank, 0xEE))
+        generator = torch.Generator(device=self.device).manual_seed(mix_seed(ctx.seed, ctx.step, ctx.rank, 0xEE))
         episodes, _ = self.generate(len(chosen), generator=generator, temperature=1.0, prompts=chosen)
         self.replay.extend(zip(chosen, episodes, strict=True))
 
     # -- checkpoints: the replay buffers travel with the weights, so a resumed run continues exactly ---------------
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        # Every rank's buffer, gathered (only rank 0 writes the file), as plain int lists: loading stays weights-only.
-        mine = [[list(prompt), list(actions)] for prompt, actions in self.replay]
-        checkpoint[REPLAY_KEY] = gather_objects([mine])
+    def checkpoint_state(self) -> Any:
+        # This rank's buffer as plain int lists (the core gathers every rank's): loading stays weights-only.
+        return [[list(prompt), list(actions)] for prompt, actions in self.replay]
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        buffers = checkpoint.get(REPLAY_KEY)
-        if not buffers:
-            return
-        trainer = self._trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    def load_checkpoint_state(self, states: list[Any], rank: int, world_size: int) -> None:
         # Same number of ranks: each takes its own buffer back. Otherwise the sequences are dealt out round-robin.
-        entries = buffers[rank] if len(buffers) == world else [e for b in buffers for e in b][rank::world]
+        entries = states[rank] if len(states) == world_size else [e for b in states for e in (b or [])][rank::world_size]
         self.replay.clear()
-        self.replay.extend((list(prompt), list(actions)) for prompt, actions in entries)
+        self.replay.extend((list(prompt), list(actions)) for prompt, actions in (entries or []))
 
     # -- likelihood: the policy's probability of the folded data, written without backspaces ------------------------
 
     @torch.no_grad()
-    def log_likelihood(self, batch: dict[str, Tensor]) -> LogLikelihood:
+    def log_likelihood(self, batch: dict[str, Tensor], ctx: EvalContext) -> LogLikelihood:
         """log pi(x) of the datapoint typed straight through (no BKSP): a lower bound on the probability of producing
         x, which sums over every action sequence that folds to x."""
         prompts, targets = self._prompts_and_targets(batch)
@@ -297,12 +290,12 @@ class SequenceMatch(Objective):
         actions = sum(len(e) for e in episodes)
         return [fold(e, bksp=self.bksp_id, eos=self.eos_id) for e in episodes], float(backspaces.sum()) / max(1, actions)
 
-    def sample(self, num: int, *, generator: torch.Generator, settings: dict[str, Any]) -> Samples:
+    def sample(self, num: int, ctx: SampleContext) -> Samples:
         """``num`` folded sequences; ``stats["backspace_rate"]`` is the share of actions that were BKSP."""
-        episodes, backspaces = self.generate(num, generator=generator, temperature=float(settings.get("temperature", 1.0)),
-                                             top_k=int(settings.get("top_k") or 0),
-                                             top_p=float(settings.get("top_p", 1.0)),
-                                             max_len=int(settings.get("max_len") or 0) or None)
+        settings = ctx.settings
+        episodes, backspaces = self.generate(num, generator=ctx.generator, temperature=float(settings.temperature),
+                                             top_k=int(settings.top_k), top_p=float(settings.top_p),
+                                             max_len=ctx.max_len or None)
         folded = [fold(e, bksp=self.bksp_id, eos=self.eos_id) for e in episodes]
         width = max(1, max(len(f) for f in folded))
         tokens = torch.zeros(num, width, dtype=torch.long)

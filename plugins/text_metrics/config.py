@@ -22,17 +22,15 @@ class DistinctNgramsConfig(PluginConfig):
     implementation: ClassVar[Any] = "anyorder_plugins.text_metrics.metric:DistinctNgrams"
 
     n: list[int] = opt([1, 2, 3], "the n-gram orders to report, each >= 1")
-    tokenize: str = opt("whitespace", "units of an n-gram: whitespace (words, the usual distinct-n) | char")
+    tokenize: str = opt("whitespace", "units of an n-gram: whitespace (words, the usual distinct-n) | char",
+                        choices=TOKENIZERS)
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on an empty or invalid ``n`` or an unknown ``tokenize``."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.n or any(int(k) < 1 for k in self.n):
             raise ConfigError(f"distinct_ngrams: n must be a non-empty list of orders >= 1 (got {list(self.n)})")
         if len(set(self.n)) != len(self.n):
             raise ConfigError(f"distinct_ngrams: n lists an order twice (got {list(self.n)})")
-        if self.tokenize not in TOKENIZERS:
-            raise ConfigError(f"distinct_ngrams: tokenize must be one of {', '.join(TOKENIZERS)} "
-                              f"(got {self.tokenize!r})")
 
 
 @dataclass
@@ -52,16 +50,10 @@ class NgramDivergenceConfig(PluginConfig):
     implementation: ClassVar[Any] = "anyorder_plugins.text_metrics.divergence:NgramDivergence"
 
     n: list[int] = opt([1, 2, 3, 4], "the n-gram orders to report, each >= 1")
-    tokenize: str = opt("char", "units of an n-gram: char | whitespace (words)")
-    reference_split: str = opt("test", "the split whose text is the reference: train | val | test")
+    tokenize: str = opt("char", "units of an n-gram: char | whitespace (words)", choices=TOKENIZERS)
+    reference_split: str = opt("test", "the split whose text is the reference", choices=("train", "val", "test"))
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on invalid orders, an unknown ``tokenize`` or split."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.n or any(int(k) < 1 for k in self.n) or len(set(self.n)) != len(self.n):
             raise ConfigError(f"ngram_divergence: n must be a non-empty list of distinct orders >= 1 (got {list(self.n)})")
-        if self.tokenize not in TOKENIZERS:
-            raise ConfigError(f"ngram_divergence: tokenize must be one of {', '.join(TOKENIZERS)} "
-                              f"(got {self.tokenize!r})")
-        if self.reference_split not in ("train", "val", "test"):
-            raise ConfigError(f"ngram_divergence: reference_split must be train, val or test "
-                              f"(got {self.reference_split!r})")

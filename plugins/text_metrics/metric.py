@@ -45,7 +45,6 @@ class NgramHashMetric(SampleMetric):
     ``tokenize`` through their config (``n`` and ``tokenize``) and implement ``compute``."""
 
     def __init__(self, config: Any, datamodule: Any = None) -> None:
-        config.check()
         super().__init__(config, datamodule)
         self.orders = [int(k) for k in config.n]
         for k in self.orders:

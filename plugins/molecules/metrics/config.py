@@ -17,11 +17,6 @@ SPLITS = ("train", "val", "test")
 _IMPL = "anyorder_plugins.molecules.metrics.metric:"
 
 
-def _check_split(name: str, split: str) -> None:
-    if split not in SPLITS:
-        raise ConfigError(f"{name}: reference_split must be one of {', '.join(SPLITS)} (got {split!r})")
-
-
 @dataclass
 class MolValidityConfig(PluginConfig):
     """Validity without correction: samples RDKit sanitizes as they are / ALL samples.
@@ -48,11 +43,7 @@ class MolNoveltyConfig(PluginConfig):
 
     implementation: ClassVar[Any] = _IMPL + "MolNovelty"
 
-    reference_split: str = opt("train", "split the samples must be new to: train | val | test")
-
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on an unknown split."""
-        _check_split("mol_novelty", self.reference_split)
+    reference_split: str = opt("train", "split the samples must be new to", choices=SPLITS)
 
 
 @dataclass
@@ -65,17 +56,15 @@ class FCDConfig(PluginConfig):
 
     implementation: ClassVar[Any] = _IMPL + "FCD"
 
-    reference_split: str = opt("test", "reference split: train | val | test")
+    reference_split: str = opt("test", "reference split", choices=SPLITS)
     batch_size: int = opt(512, "SMILES per ChemNet forward pass")
-    chemnet_device: str = opt("cpu", "where ChemNet runs: cpu (reproducible everywhere) | metric (the metric's device)")
+    chemnet_device: str = opt("cpu", "where ChemNet runs: cpu (reproducible everywhere) | metric (the metric's device)",
+                              choices=("cpu", "metric"))
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on an unknown split, device or a batch size < 1."""
-        _check_split("fcd", self.reference_split)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if int(self.batch_size) < 1:
             raise ConfigError(f"fcd: batch_size must be >= 1 (got {self.batch_size})")
-        if self.chemnet_device not in ("cpu", "metric"):
-            raise ConfigError(f"fcd: chemnet_device must be cpu or metric (got {self.chemnet_device!r})")
 
 
 @dataclass
@@ -89,13 +78,12 @@ class NSPDKConfig(PluginConfig):
 
     implementation: ClassVar[Any] = _IMPL + "NSPDK"
 
-    reference_split: str = opt("test", "reference split: train | val | test")
+    reference_split: str = opt("test", "reference split", choices=SPLITS)
     radius: int = opt(4, "largest neighbourhood radius r (GDSS: 4)")
     distance: int = opt(4, "largest distance d between the two roots (GDSS: 4)")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on an unknown split or a negative radius/distance."""
-        _check_split("nspdk", self.reference_split)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if int(self.radius) < 0 or int(self.distance) < 0:
             raise ConfigError(f"nspdk: radius and distance must be >= 0 (got {self.radius}, {self.distance})")
 
@@ -107,12 +95,11 @@ class MolPropertiesConfig(PluginConfig):
 
     implementation: ClassVar[Any] = _IMPL + "MolProperties"
 
-    reference_split: str = opt("test", "reference split: train | val | test")
+    reference_split: str = opt("test", "reference split", choices=SPLITS)
     workers: int = opt(0, "processes scoring SAS/QED; 0 = 2 from 4000 uncached molecules on, else 1")
 
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on an unknown split or negative workers."""
-        _check_split("mol_properties", self.reference_split)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if int(self.workers) < 0:
             raise ConfigError(f"mol_properties: workers must be >= 0 (got {self.workers})")
 
@@ -124,8 +111,4 @@ class MolTypeDistributionsConfig(PluginConfig):
 
     implementation: ClassVar[Any] = _IMPL + "MolTypeDistributions"
 
-    reference_split: str = opt("test", "reference split: train | val | test")
-
-    def check(self) -> None:
-        """Raise :class:`~anyorder.errors.ConfigError` on an unknown split."""
-        _check_split("mol_type_distributions", self.reference_split)
+    reference_split: str = opt("test", "reference split", choices=SPLITS)

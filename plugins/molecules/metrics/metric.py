@@ -77,12 +77,9 @@ def _parse(samples: Sequence[Any]) -> tuple[list[Any], list[str]]:
 
 
 class MoleculeMetric(SampleMetric):
-    """Shared parts: option checks, parsing of samples, and reference data cached per datamodule."""
+    """Shared parts: parsing of samples, and reference data cached per datamodule."""
 
     def __init__(self, config: Any, datamodule: Any = None) -> None:
-        check = getattr(config, "check", None)
-        if check is not None:
-            check()
         super().__init__(config, datamodule)
         self._local_cache: dict[Any, Any] = {}
 

@@ -11,16 +11,22 @@ Because the model ignores positions, the loss of a batch depends only on its tok
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyorder.data import DataSpace
 from anyorder.errors import ConfigError
 from anyorder.generate import filter_logits
-from anyorder.objective import LogLikelihood, LossOutput, Objective, Samples
+from anyorder.objective import (
+    BuildContext,
+    EvalContext,
+    LogLikelihood,
+    LossOutput,
+    Objective,
+    SampleContext,
+    Samples,
+    StepContext,
+)
 from anyorder_example.bag_of_tokens.config import BagOfTokensConfig
 
 
@@ -29,9 +35,10 @@ class BagOfTokens(Objective):
 
     Config = BagOfTokensConfig
     config: BagOfTokensConfig
-    likelihood_kind = "exact"
 
-    def build(self, space: DataSpace) -> None:
+    def __init__(self, config: BagOfTokensConfig, build: BuildContext) -> None:
+        super().__init__(config, build)
+        space = build.space
         if not space.shared_vocab:
             raise ConfigError(
                 "bag_of_tokens needs variables over one shared vocabulary; this dataset's variables have "
@@ -63,7 +70,7 @@ class BagOfTokens(Objective):
             raise ValueError(f"bag_of_tokens: tokens must lie in [0, {self.vocab_size})")
 
     # -- hooks -------------------------------------------------------------------------------------------------------
-    def loss(self, batch: dict[str, Tensor]) -> LossOutput:
+    def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         counts, num = self._counts(batch)
         total_counts, total = counts.sum(0), num.sum()
         log_q = F.log_softmax(self.logits.float(), dim=0)
@@ -74,18 +81,17 @@ class BagOfTokens(Objective):
         terms = {"nll": nll, "entropy": -(log_q.exp() * log_q).sum()}
         return LossOutput(loss=loss, terms=terms, nats=nats, num_tokens=total)
 
-    def log_likelihood(self, batch: dict[str, Tensor]) -> LogLikelihood:
+    def log_likelihood(self, batch: dict[str, Tensor], ctx: EvalContext) -> LogLikelihood:
         self._check_tokens(batch)
         counts, num = self._counts(batch)
         log_q = F.log_softmax(self.logits.double(), dim=0)
         return LogLikelihood(log_prob=(counts.double() * log_q).sum(1), num_tokens=num.long())
 
-    def sample(self, num: int, *, generator: torch.Generator, settings: dict[str, Any]) -> Samples:
-        assert self.space is not None
-        d = self.space.num_variables
-        max_len = min(int(settings.get("max_len") or 0) or d, d)
-        logits = filter_logits(self.logits.detach().float(), temperature=float(settings["temperature"]),
-                               top_k=int(settings["top_k"]), top_p=float(settings["top_p"]))
+    def sample(self, num: int, ctx: SampleContext) -> Samples:
+        d, settings, generator = self.space.num_variables, ctx.settings, ctx.generator
+        max_len = min(ctx.max_len or d, d)
+        logits = filter_logits(self.logits.detach().float(), temperature=settings.temperature,
+                               top_k=settings.top_k, top_p=settings.top_p)
         probs = logits.softmax(0).to(generator.device)
         draws = torch.multinomial(probs, num * max_len, replacement=True, generator=generator).reshape(num, max_len)
         draws = draws.to(self.logits.device)

@@ -26,6 +26,7 @@ class TransformerOptions(PluginConfig):
     norm_eps: float = opt(1e-5, "epsilon of the LayerNorms")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("n_layers", "d_model", "n_heads"):
             value = getattr(self, name)
             if value < 1:

@@ -2,8 +2,10 @@
 
 An imitation objective in the IQ-Learn form (SequenceMatch) scores each action by an implicit reward
 r = Q(s, a) - gamma V(s'). A divergence plugin says what the expert (data) term does with r and which penalty the
-mixture of data and the model's own generations pays. Registered under the entry-point group
-``anyorder.divergences``; built as ``cls(options)``.
+mixture of data and the model's own generations pays. ``divergence`` is a plugin kind that the sequence_match
+family declares (entry-point group ``anyorder.kinds``: ``divergence = anyorder_plugins.sequence_match.divergence:
+Divergence``); its plugins are registered under the entry-point group ``anyorder.divergences``, must subclass
+:class:`Divergence`, and are built as ``cls(options)``.
 """
 
 from __future__ import annotations

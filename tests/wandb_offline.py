@@ -2,10 +2,10 @@
 
 An offline W&B run (``WANDB_MODE=offline``, what anyorder uses when no API key is configured) keeps everything it
 logged in one transaction log, ``<run_dir>/wandb/offline-run-<time>-<id>/run-<id>.wandb``; wandb 0.31 writes no
-summary or config JSON beside it. This module reads that file back, so users and tests can check what a run logged
-(or inspect it before ``wandb sync``)::
+summary or config JSON beside it. This test helper reads that file back, so tests can check what a run logged (or
+a developer can inspect it before ``wandb sync``, with ``tests/`` on ``sys.path``)::
 
-    from anyorder.wandb_offline import find_run_files, read_run
+    from wandb_offline import find_run_files, read_run
 
     for path in find_run_files("runs/markov-mle-20250101-120000/wandb"):
         run = read_run(path)

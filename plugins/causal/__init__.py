@@ -1,0 +1,1 @@
+"""The causal (left-to-right) family: the capability contract of causal networks and sampling from them."""

@@ -1,0 +1,43 @@
+"""The causal family's network contract: :class:`CausalNetwork`, a left-to-right network stepping with a KV cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from anyorder.network import Network
+
+
+class KVCache:
+    """Key/value tensors of every layer, filled up to ``length``; ``crop(n)`` drops everything after position n."""
+
+    def __init__(self, keys: list[Tensor], values: list[Tensor]) -> None:
+        self.keys, self.values, self.length = keys, values, 0
+
+    def crop(self, length: int) -> None:
+        """Forget positions ``length`` and later (e.g. after a backspace)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot crop a cache of length {self.length} to {length}")
+        self.length = length
+
+    @property
+    def capacity(self) -> int:
+        return int(self.keys[0].shape[2]) if self.keys else 0
+
+
+class CausalNetwork(Network):
+    """A left-to-right network: position t sees positions <= t, and it can step with a KV cache.
+
+    ``forward(tokens, positions=None, attn_mask=None)`` returns logits [B, T, V_out]. ``positions`` [B, T] overrides
+    the position ids (default 0..T-1); ``attn_mask`` [B, T, T] (bool, True = may attend) replaces the causal mask.
+    ``step(tokens, cache, positions=None, attn_mask=None)`` appends [B, T_new] tokens to the cache and returns their
+    logits; ``attn_mask`` [B, T_new, cache.length + T_new] replaces the causal mask over the cache.
+    """
+
+    def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
+        raise NotImplementedError
+
+    def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None,
+             attn_mask: Tensor | None = None) -> Tensor:
+        raise NotImplementedError

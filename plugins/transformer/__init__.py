@@ -1,0 +1,1 @@
+"""Transformer building blocks shared by the transformer network plugins: layers and their common options."""
