@@ -8,7 +8,7 @@ from anyorder.config import PluginConfig, opt, plugin_field
 from anyorder.errors import AnyorderError, ConfigError, DataError, PluginError, RunError
 from anyorder.registry import REGISTRY, register
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "REGISTRY",

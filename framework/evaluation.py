@@ -22,7 +22,7 @@ def likelihood_report(cfg: DictConfig, module: Any, datamodule: Any, result: Eva
     """The numbers of an evaluation and everything needed to reproduce them."""
     uses_ema = module.ema is not None and bool(cfg.eval.use_ema)
     reference = datamodule.reference()
-    kind = result.likelihood
+    kind, split = result.likelihood, result.split
     results = {"nll": result.nll}
     report: dict[str, Any] = {
         "metric": f"negative log-likelihood per token ({kind.value})" if kind.exact
@@ -63,8 +63,13 @@ def likelihood_report(cfg: DictConfig, module: Any, datamodule: Any, result: Eva
     if "entropy_rate_nats" in reference:
         report["excess_over_entropy_rate"] = results["nll"] / reference["entropy_rate_nats"] - 1.0
     if "sequence_entropy_nats_per_token" in reference:
-        # What a perfect model scores on these sequences (the first tokens of a sequence carry more entropy).
-        report["excess_over_true_nll"] = results["nll"] / reference["sequence_entropy_nats_per_token"] - 1.0
+        # The source's expected NLL per token over sequences of this length (first tokens included): what a perfect
+        # model scores on average over sequences, not on the evaluated ones.
+        report["excess_over_sequence_entropy"] = results["nll"] / reference["sequence_entropy_nats_per_token"] - 1.0
+    if f"source_nll_nats_per_token_{split}" in reference:
+        # The source's exact NLL per token on the evaluated sequences themselves: what a perfect model scores here.
+        report["source_nll_nats_per_token"] = reference[f"source_nll_nats_per_token_{split}"]
+        report["excess_over_source_nll"] = results["nll"] / report["source_nll_nats_per_token"] - 1.0
     return report
 
 

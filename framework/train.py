@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from anyorder.build import build_datamodule, build_module, build_trainer
 from anyorder.callbacks import LastCheckpoint
-from anyorder.config import load_config
+from anyorder.config import check_implementations, load_config
 from anyorder.evaluation import flat_values, likelihood_report, write_report
 from anyorder.loggers import build_logger, finish
 from anyorder.module import RunOutputs
@@ -36,8 +36,8 @@ def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
     return [last, best]
 
 
-def _resolve_run(config: str | None, overrides: list[str], resume: str | None,
-                 argv: list[str]) -> tuple[DictConfig, Path, Path | None]:
+def _resolve_run(config: str | None, overrides: list[str], resume: str | None, argv: list[str],
+                 validated: DictConfig | None) -> tuple[DictConfig, Path, Path | None]:
     if resume is not None:
         run_dir = require_run_dir(resume)
         cfg = load_config(run_dir / "config.yaml", overrides)
@@ -45,7 +45,10 @@ def _resolve_run(config: str | None, overrides: list[str], resume: str | None,
         if is_launch_rank_zero():
             append_invocation(run_dir, argv)
         return cfg, run_dir, ckpt
-    cfg = load_config(config, overrides)
+    if validated is None:
+        validated = load_config(config, overrides)
+        check_implementations(validated, str(config))  # fail before the run directory exists
+    cfg = validated
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited and not is_launch_rank_zero():
         # A process launched by Lightning for another rank: use the directory rank 0 created.
@@ -56,15 +59,19 @@ def _resolve_run(config: str | None, overrides: list[str], resume: str | None,
 
 
 def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, resume: str | None = None,
-          argv: list[str] | None = None, extra_callbacks: list[Any] | None = None) -> Path:
+          argv: list[str] | None = None, extra_callbacks: list[Any] | None = None,
+          validated: DictConfig | None = None) -> Path:
     """Train from ``config`` (+ overrides) into a new run directory, or continue the run ``resume``.
+
+    ``validated`` is the config already loaded and checked from ``config`` and ``overrides`` (by the CLI), so that it
+    is validated once.
 
     ``extra_callbacks`` are Lightning callbacks added to the run (pass the same ones again when resuming if they
     carry state). Returns the run directory.
     """
     overrides = list(overrides)
     argv = argv or []
-    cfg, run_dir, ckpt = _resolve_run(config, overrides, resume, argv)
+    cfg, run_dir, ckpt = _resolve_run(config, overrides, resume, argv, validated)
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 

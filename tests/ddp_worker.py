@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from anyorder.build import build_datamodule, build_objective, build_trainer
+from anyorder.build import build_datamodule, build_module, build_trainer
 from anyorder.config import load_config
 
 
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     cfg = load_config(config, overrides)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    model = build_objective(cfg)
+    model = build_module(cfg)
     seen = SeenExamples()
     trainer = build_trainer(
         cfg, logger=False, callbacks=[seen], enable_checkpointing=False, max_steps=int(cfg.train.max_steps),

@@ -65,11 +65,59 @@ def test_plugins_are_listed_with_their_distribution(site: Path) -> None:
     for key in [("objective", "bag_of_tokens"), ("dataset", "repeat_pattern")]:
         assert key in rows, f"{key} missing from `anyorder plugins --json`: {sorted(rows)}"
         row = rows[key]
-        assert (row["distribution"], row["version"], row["status"]) == (DIST, "0.1.0", "ok"), row
+        assert (row["distribution"], row["version"], row["status"]) == (DIST, "0.2.0", "ok"), row
         assert row["target"].startswith("anyorder_example.")
         assert row["summary"] and row["summary"] != "(no summary)"
     # The built-in plugins are still there, still owned by anyorder.
     assert rows[("objective", "mle")]["distribution"] == "anyorder"
+    # The distribution's own plugin kind: declared by it, listed with its plugins.
+    assert rows[("smoother", "label")]["distribution"] == DIST and rows[("smoother", "label")]["status"] == "ok"
+    assert rows[("network", "film_mlp")]["status"] == "ok"
+    listed = _run(["-m", "anyorder.cli", "plugins", "--kind", "smoother"], site)
+    assert listed.returncode == 0 and "label" in listed.stdout and "none" in listed.stdout, listed.stdout
+
+
+def test_a_nested_plugin_of_a_declared_kind_is_selected_by_override(site: Path) -> None:
+    result = _run(["-m", "anyorder.cli", "config", "tests/thirdparty/example.yaml", "objective.smoother.name=label",
+                   "objective.smoother.eps=0.2", "--explain"], site)
+    assert result.returncode == 0, result.stderr
+    assert "smoother:\n    name: label\n    eps: 0.2" in result.stdout, result.stdout
+    assert "eps" in result.stdout.split("# options of the plugins")[1]  # --explain shows the selected smoother
+    bad = _run(["-m", "anyorder.cli", "config", "tests/thirdparty/example.yaml", "objective.smoother.name=label",
+                "objective.smoother.eps=2"], site)
+    assert bad.returncode == 2 and "eps must be in [0, 1)" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = _run(["-m", "anyorder.cli", "config", "tests/thirdparty/example.yaml", "objective.smoother.name=lable"],
+                   site)
+    assert unknown.returncode == 2 and "Did you mean 'label'" in unknown.stderr, unknown.stderr
+
+
+NETWORK_CHECKS = textwrap.dedent(
+    """
+    import pytest, torch
+    from anyorder.errors import ConfigError
+    from anyorder.module import build_network
+    from anyorder.network import Conditioning, NetworkIO
+    io = NetworkIO((6,), (6,), 5, conditioning=Conditioning.VECTOR, condition_dim=3)
+    net = build_network({"name": "film_mlp", "width": 8}, io)
+    x, c = torch.randint(0, 6, (4, 5)), torch.randn(4, 3)
+    out = net(x, condition=c)
+    assert out.shape == (4, 5, 6)
+    assert (net(x, condition=c + 1) - out).abs().max() > 1e-4  # the vector reaches the logits
+    try:
+        build_network({"name": "film_mlp"}, NetworkIO((6,), (6,), 5, conditioning=Conditioning.PREFIX,
+                                                       condition_dim=3, condition_len=2))
+    except ConfigError as exc:
+        assert "cannot be conditioned on a prefix" in str(exc)
+    else:
+        raise AssertionError("a prefix conditioning was accepted")
+    print("ok")
+    """
+)
+
+
+def test_a_thirdparty_network_conditioned_on_a_vector(site: Path) -> None:
+    result = _run(["-c", NETWORK_CHECKS], site)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), f"{result.stdout}\n{result.stderr}"
 
 
 def test_unknown_option_names_the_plugin_and_its_distribution(site: Path) -> None:
@@ -84,7 +132,8 @@ def test_train_with_thirdparty_plugins(site: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     result = _run(["-m", "anyorder.cli", "train", "tests/thirdparty/example.yaml", f"output_dir={runs}",
                    "name=example", "logger.name=csv", "train.max_steps=40", "train.val_every_n_steps=20",
-                   "train.ckpt_every_n_steps=20"], site, timeout=300)
+                   "train.ckpt_every_n_steps=20", "objective.smoother.name=label", "objective.smoother.eps=0.01"],
+                  site, timeout=300)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     run = runs / "example"
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -94,12 +143,19 @@ def test_train_with_thirdparty_plugins(site: Path, tmp_path: Path) -> None:
     # 40 Adam steps fit 8 logits: the test NLL is the best any unigram model can do, up to sampling noise.
     best = report["reference"]["best_unigram_nll_nats"]
     assert abs(report["nll_nats"] - best) < 5 * report["nll_nats_se"] + 0.03, (report["nll_nats"], best)
+    # The evaluation terms and statistics are in the report: the terms add up to the likelihood.
+    terms = report["terms"]
+    total = terms["token_nats"]["per_token"] + terms["stop_nats"]["per_token"]
+    assert abs(total - report["nll_nats"]) < 1e-9
+    assert report["statistics"]["distinct_datapoints"] <= report["num_sequences"] == 64
+    assert "test stop_nats" not in result.stdout and "stop_nats" in result.stdout  # printed beside the NLL
     manifest = json.loads((run / "manifest.json").read_text())
     plugins = {(p["kind"], p["name"]): p for p in manifest["plugins"]}
+    assert plugins[("smoother", "label")]["distribution"] == DIST  # the nested plugin is recorded
     assert plugins[("objective", "bag_of_tokens")]["distribution"] == DIST
     assert plugins[("dataset", "repeat_pattern")]["distribution"] == DIST
-    assert plugins[("objective", "bag_of_tokens")]["version"] == "0.1.0"
-    assert manifest["packages"][DIST] == "0.1.0"
+    assert plugins[("objective", "bag_of_tokens")]["version"] == "0.2.0"
+    assert manifest["packages"][DIST] == "0.2.0"
     samples = sorted((run / "samples").glob("val-step*.txt"))
     assert samples and samples[-1].read_text().strip()
 
@@ -129,6 +185,14 @@ CHECKS = textwrap.dedent(
                 lengths.append(n)
         batch = {"tokens": torch.tensor(rows), "lengths": torch.tensor(lengths)}
         ll = model.log_likelihood(batch, EvalContext())
+        # The evaluation terms split the likelihood exactly.
+        assert torch.allclose(ll.terms["token_nats"] + ll.terms["stop_nats"], -ll.log_prob)
+        stats = model.evaluation_statistics()
+        for stat in stats.values():
+            stat.update(ll.outputs)
+        values = {k: float(v) for stat in stats.values() for k, v in stat.compute().items()}
+        assert values["distinct_datapoints"] == len(rows)
+        assert math.isclose(values["length_variance"], float(np.var(lengths)), abs_tol=1e-12)
         total = float(torch.logsumexp(ll.log_prob, 0).exp())
         assert abs(total - 1.0) < 1e-12, (variable, total)
         out = model.loss(batch, StepContext.standalone())
@@ -168,3 +232,29 @@ def test_objective_and_dataset_are_exact(site: Path) -> None:
     repeat_pattern: seeded splits and exact marginals."""
     result = _run(["-c", CHECKS], site)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), f"{result.stdout}\n{result.stderr}"
+
+
+def test_evaluation_terms_and_statistics_are_exact_over_two_ranks(site: Path, tmp_path: Path) -> None:
+    """`anyorder evaluate` on 2 DDP ranks (gloo, CPU) reports the same likelihood, terms and set-level statistics as
+    on one process: sums are reduced, and the gathered statistic sees every datapoint once."""
+    runs = tmp_path / "runs"
+    train = _run(["-m", "anyorder.cli", "train", "tests/thirdparty/example.yaml", f"output_dir={runs}", "name=ddp",
+                  "logger.name=none", "train.max_steps=4", "train.test_at_end=false", "sample.num_val_samples=0",
+                  "data.num_test=37"], site, timeout=300)
+    assert train.returncode == 0, train.stderr
+    reports = []
+    for devices in (1, 2):
+        out = tmp_path / f"eval{devices}.json"
+        extra = ["trainer.strategy=ddp"] if devices == 2 else []
+        result = _run(["-m", "anyorder.cli", "evaluate", str(runs / "ddp"), "--out", str(out), "eval.batch_size=8",
+                       "trainer.accelerator=cpu", f"trainer.devices={devices}", *extra], site, timeout=300)
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-4000:]}"
+        reports.append(json.loads(out.read_text()))
+    one, two = reports
+    assert two["protocol"]["world_size"] == 2 and one["num_sequences"] == two["num_sequences"] == 37
+    assert one["num_tokens"] == two["num_tokens"]
+    assert abs(one["nll_nats"] - two["nll_nats"]) < 1e-12
+    for name, term in one["terms"].items():
+        for key, value in term.items():
+            assert abs(value - two["terms"][name][key]) < 1e-9, (name, key)
+    assert one["statistics"] == pytest.approx(two["statistics"], abs=1e-12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from anyorder.config import PluginConfig, opt
+from anyorder.config import PluginConfig, opt, plugin_field
 from anyorder.errors import ConfigError
 
 
@@ -20,14 +20,11 @@ class BagOfTokensConfig(PluginConfig):
 
     implementation: ClassVar[Any] = "anyorder_example.bag_of_tokens.objective:BagOfTokens"
 
-    label_smoothing: float = opt(
-        0.0, "mix the one-hot training targets with the uniform law by this weight, in [0, 1); the likelihood "
-             "reported at validation and test stays the exact one",
-    )
+    smoother: Any = plugin_field("smoother", "how the training targets are softened (a smoother plugin, a kind this "
+                                             "distribution declares): none | label", default={"name": "none"})
     init_std: float = opt(0.0, "standard deviation of the initial logits; 0 starts from the uniform law")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"bag_of_tokens: label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        super().__post_init__()
         if self.init_std < 0:
             raise ConfigError(f"bag_of_tokens: init_std must not be negative (got {self.init_std})")
