@@ -11,9 +11,11 @@ import torch
 
 
 def build(config: str, objective: dict[str, Any] | None = None,
-          overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any]:
-    """The objective and the set-up DataModule of ``config`` with ``key=value`` ``overrides``, its objective section
-    replaced by ``objective`` (so two objectives can be compared on the same network and data)."""
+          overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
+    """The objective (built for the data space, outside a Trainer), the set-up DataModule and the validated run
+    config of ``config`` with ``key=value`` ``overrides``, its objective section replaced by ``objective`` (so two
+    objectives can be compared on the same network and data). Call the objective's hooks with the standalone
+    contexts of :mod:`anyorder.objective`; read the run's settings from the config (``cfg.train...``)."""
     from omegaconf import OmegaConf
 
     from anyorder.build import build_datamodule, build_objective
@@ -29,5 +31,4 @@ def build(config: str, objective: dict[str, Any] | None = None,
     data.setup()
     torch.manual_seed(int(cfg.seed))
     model = build_objective(cfg, data.space)
-    model.configure_model()
-    return model, data
+    return model, data, cfg

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N datapoints of the split (0: all)")
     args = parser.parse_args()
 
-    from anyorder.compress import _restore, compress_run
+    from anyorder_plugins.any_order.compress import _restore, compress_run
 
     restored = _restore(args.run, "last", ())
     tokens = getattr(restored.datamodule.splits, args.split).tokens
@@ -59,7 +59,7 @@ def main() -> None:
         summary = compress_run(args.run, None, out, split=args.split, steps=args.steps, limit=args.limit,
                                batch_size=args.batch_size)
         t1 = time.perf_counter()
-        decoded = restored.model.decompress_from(out)
+        decoded = restored.module.objective.decompress_from(out)
         t2 = time.perf_counter()
         assert bool((decoded == tokens).all()), "the run's round trip is not exact"
         print(f"{'anyorder':10s} {summary['bits_per_dim']:8.4f} bits/dim  {dims / (t1 - t0):12,.0f} dims/s encode  "

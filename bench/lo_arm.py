@@ -24,12 +24,14 @@ from typing import Any
 import torch
 from common import build
 
+from anyorder.objective import SampleContext, StepContext
 
-def step_seconds(model: Any, optimizer: torch.optim.Optimizer, tokens: torch.Tensor) -> float:
+
+def step_seconds(model: Any, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, ctx: StepContext) -> float:
     """Wall-clock seconds of one training step on ``tokens``."""
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    model.loss({"tokens": tokens}).loss.backward()
+    model.loss({"tokens": tokens}, ctx).loss.backward()
     optimizer.step()
     return time.perf_counter() - start
 
@@ -47,19 +49,22 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    lo, data = build(args.config)
-    ao, _ = build(args.config, {"name": "ardm"})
+    lo, data, cfg = build(args.config)
+    ao, _, _ = build(args.config, {"name": "ardm"})
     lo.train()
     ao.train()
-    batch = args.batch_size or int(lo.run_config["train"]["global_batch_size"])
+    batch = args.batch_size or int(cfg.train.global_batch_size)
     train = data.splits.train.tokens
     generator = torch.Generator().manual_seed(0)
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in (("lo_arm", lo), ("ardm", ao))}
     times: dict[str, list[float]] = {"lo_arm": [], "ardm": []}
-    for i in range(args.warmup + args.steps):
+    total = args.warmup + args.steps
+    for i in range(total):
         tokens = train[torch.randint(0, len(train), (batch,), generator=generator)]
+        # A step that is not logged (logs=False), as most steps of a run: no gradient-variance diagnostic.
+        ctx = StepContext.standalone(step=i, max_steps=total, seed=int(cfg.seed), logs=False)
         for name, model in (("lo_arm", lo), ("ardm", ao)):
-            seconds = step_seconds(model, optimizers[name], tokens)
+            seconds = step_seconds(model, optimizers[name], tokens, ctx)
             if i >= args.warmup:
                 times[name].append(seconds)
     median = {name: statistics.median(v) for name, v in times.items()}
@@ -68,13 +73,13 @@ def main() -> None:
     throughput = {}
     for name, model in (("lo_arm", lo), ("ardm", ao)):
         model.eval()
-        gen = torch.Generator().manual_seed(1)
-        model.sample(min(args.batch, args.samples), generator=gen, settings={})  # warm-up
+        ctx = SampleContext.standalone(1)  # one generator for the warm-up and the timed batches
+        model.sample(min(args.batch, args.samples), ctx)  # warm-up
         start = time.perf_counter()
         done = 0
         while done < args.samples:
             n = min(args.batch, args.samples - done)
-            model.sample(n, generator=gen, settings={})
+            model.sample(n, ctx)
             done += n
         throughput[name] = args.samples / (time.perf_counter() - start)
 

@@ -32,8 +32,8 @@ from typing import Any
 from rdkit import Chem, RDConfig
 
 from anyorder_plugins.molecules.metrics import config as mcfg
-from anyorder_plugins.molecules.metrics import core
 from anyorder_plugins.molecules.metrics import metric as mm
+from anyorder_plugins.molecules.metrics import scoring
 
 PLUGINS: list[tuple[str, Any, Any]] = [
     ("mol_validity", mm.MolValidity, mcfg.MolValidityConfig),
@@ -91,10 +91,10 @@ def main() -> None:
     canon = [Chem.MolToSmiles(m) for m in (Chem.MolFromSmiles(s) for s in samples) if m is not None]
     data = EmbeddedReference(canon)
     totals: dict[str, float] = {"update": 0.0, "compute_cold": 0.0, "compute_stored": 0.0, "compute_memory": 0.0}
-    print(f"{len(samples)} samples vs {len(canon)} reference molecules ({core.fcd_package()})")
+    print(f"{len(samples)} samples vs {len(canon)} reference molecules ({scoring.fcd_package()})")
     metrics = [cls(config(), data) for _, cls, config in PLUGINS]
     update_time = [0.0] * len(metrics)
-    core._PROPERTY_CACHE.clear()
+    scoring._PROPERTY_CACHE.clear()
     # As in validation: each list of samples goes to every metric in turn (they share its parse).
     for start in range(0, len(samples), args.batch):
         batch = samples[start:start + args.batch]
@@ -103,7 +103,7 @@ def main() -> None:
             metric.update(batch)
             update_time[i] += time.perf_counter() - t0
     for (name, cls, config), metric, t_update in zip(PLUGINS, metrics, update_time, strict=True):
-        core._PROPERTY_CACHE.clear()
+        scoring._PROPERTY_CACHE.clear()
         t1 = time.perf_counter()
         values = metric.compute()
         t2 = time.perf_counter()
@@ -112,7 +112,7 @@ def main() -> None:
         fresh = cls(config(), EmbeddedReference(canon))  # a new datamodule: the reference comes from the store
         fresh.merge_state(metric)
         fresh._update_count = metric._update_count  # merge_state copies the states only; this silences a warning
-        core._PROPERTY_CACHE.clear()
+        scoring._PROPERTY_CACHE.clear()
         t4 = time.perf_counter()
         stored = fresh.compute()
         t5 = time.perf_counter()

@@ -7,9 +7,10 @@ clipping to norm 1.0 and no EMA:
 
 * **framework**: anyorder's ``mle`` objective in a Lightning ``Trainer.fit`` built by
   :func:`anyorder.build.build_trainer` from a validated run config, i.e. every per-step cost of a real run:
-  Lightning's loop and data fetching, the objective's per-step seeding, loss, finite-loss and finite-gradient checks,
-  ``self.log`` of the loss terms and the gradient norm, the logger (CSV by default), the (constant) LR scheduler step
-  and, with ``--progress-bar``, the progress bar. Validation and checkpoint callbacks are not part of a step and are
+  Lightning's loop and data fetching, the core's ``RunModule`` (per-step seeding, the ``StepContext`` with its seeded
+  generator, finite-loss and finite-gradient checks, ``self.log`` of the loss terms and the gradient norm), the
+  objective's loss, the logger (CSV by default), the (constant) LR scheduler step and, with ``--progress-bar``, the
+  progress bar. Validation and checkpoint callbacks are not part of a step and are
   not installed.
 * **hand**: a plain loop: ``next(batches)``, forward, ``cross_entropy``, ``backward``, ``clip_grad_norm_``,
   ``step``, ``zero_grad``.
@@ -53,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
-from anyorder.build import build_datamodule, build_objective, build_trainer
+from anyorder.build import build_datamodule, build_module, build_trainer
 from anyorder.config import validate
 
 
@@ -125,11 +126,12 @@ class Interleave(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         # Setup of the hand-written side (excluded from timing): the same initial weights, the same batch order.
         self.device = pl_module.device
-        self.net = copy.deepcopy(pl_module.network).train()
+        objective = pl_module.objective  # the mle plugin inside the core's RunModule
+        self.net = copy.deepcopy(objective.network).train()
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
         datamodule = trainer.datamodule
         self.batches = iter(datamodule.loader("train", datamodule.global_batch_size, train=True))
-        self.bos_id = pl_module.bos_id
+        self.bos_id = objective.bos_id
 
     def _hand_block(self) -> None:
         net, opt = self.net, self.opt
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="anyorder-overhead-") as tmp:
         logger = CSVLogger(save_dir=tmp, name="logs", version="") if args.logger == "csv" else False
         datamodule = build_datamodule(cfg)
-        model = build_objective(cfg)
+        model = build_module(cfg)
         trainer = build_trainer(
             cfg, logger=logger, callbacks=[timer], max_steps=int(cfg.train.max_steps), max_epochs=-1,
             limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=args.progress_bar,
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     n = min(len(timer.framework_losses), len(timer.hand_losses))
     diff = max(abs(float(a) - float(b)) for a, b in zip(timer.framework_losses[:n], timer.hand_losses[:n], strict=True))
     first = abs(float(timer.framework_losses[0]) - float(timer.hand_losses[0]))
-    params = model.network.num_parameters()
+    params = model.objective.network.num_parameters()
     device = str(model.device)
     if model.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(model.device)})"

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from common import build
 
+from anyorder.objective import StepContext
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,13 +35,14 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for both models")
     args = parser.parse_args()
 
-    sm, data = build(args.config, overrides=args.set)
-    mle, _ = build(args.config, {"name": "mle"}, overrides=args.set)
-    # Past the warm-up: global_step is Lightning's; outside a Trainer, pin it with the attribute the objective reads.
-    sm.run_config["train"]["max_steps"] = 10**9
+    sm, data, cfg = build(args.config, overrides=args.set)
+    mle, _, _ = build(args.config, {"name": "mle"}, overrides=args.set)
+    # Past the BC warm-up from the first step: the warm-up is `ctx.step < bc_warmup * ctx.max_steps`, so with
+    # bc_warmup = 0 every step is a full SequenceMatch step (a larger max_steps would lengthen the warm-up instead).
     sm.config.bc_warmup = 0.0
+    total = (args.blocks + 1) * args.steps
     train = data.splits.train
-    batch_size = int(sm.run_config["train"]["global_batch_size"])
+    batch_size = int(cfg.train.global_batch_size)
     rng = np.random.default_rng(0)
     optimizers = {"sequence_match": torch.optim.AdamW(sm.parameters(), lr=1e-4),
                   "mle": torch.optim.AdamW(mle.parameters(), lr=1e-4)}
@@ -52,11 +55,13 @@ def main() -> None:
             start = time.perf_counter()
             for _ in range(args.steps):
                 batch = train.batch(torch.from_numpy(rng.integers(0, len(train), size=batch_size)))
+                # The replay schedule (one generation every replay_every steps) follows ctx.step.
+                ctx = StepContext.standalone(step=step, max_steps=total, seed=int(cfg.seed), logs=False)
                 if name == "sequence_match":
-                    model._step_override = step  # the replay schedule follows this counter
+                    assert not model.warm(ctx), "the benchmark must run past the BC warm-up"
                     step += 1
                 optimizers[name].zero_grad(set_to_none=True)
-                model.loss(batch).loss.backward()
+                model.loss(batch, ctx).loss.backward()
                 optimizers[name].step()
             if block > 0:  # the first block warms up
                 per_step[name].append((time.perf_counter() - start) / args.steps)

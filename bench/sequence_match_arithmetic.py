@@ -46,7 +46,8 @@ def accuracy(run: Path) -> dict[str, float]:
     from anyorder_plugins.arithmetic.equations import is_correct
 
     restored = restore_run(run)
-    model, data = restored.model.eval(), restored.datamodule
+    # The objective plugin inside the core's RunModule, with the trained weights (not the EMA averages).
+    model, data = restored.module.objective.eval(), restored.datamodule
     data.setup()
     test = data.splits.test
     prompts = [row[:p].tolist() for row, p in zip(test.tokens, test.prompt_lengths, strict=True)]

@@ -34,7 +34,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from anyorder.build import build_datamodule, build_objective, build_trainer
+from anyorder.build import build_datamodule, build_module, build_trainer
 from anyorder.config import PluginConfig, opt, validate
 from anyorder.data import DataSpace, DiscreteDataModule, Splits, TokenSet
 from anyorder.registry import REGISTRY
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     L.seed_everything(0, verbose=False)
     timer = WindowTimer(args.warmup, args.steps)
     datamodule = build_datamodule(cfg)
-    model = build_objective(cfg)
+    model = build_module(cfg)
     trainer = build_trainer(
         cfg, logger=False, callbacks=[timer], max_steps=total, max_epochs=-1, limit_val_batches=0,
         enable_checkpointing=False, enable_progress_bar=False, log_every_n_steps=50, accelerator=args.accelerator,
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the timed window did not close; did training stop early?")
 
     device = model.device
-    network = model.network
+    network = model.objective.network
     tokens = args.batch * args.seq * args.steps
     tokens_per_s = tokens / timer.seconds
     flops_per_token = network.flops_per_token(args.seq)

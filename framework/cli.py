@@ -6,7 +6,8 @@ Errors caused by input are printed as one message (no traceback) with exit statu
 
 Plugin families add further commands through the entry-point group ``anyorder.commands`` (see
 :mod:`anyorder.command`); they follow the built-in ones, and one that fails to load is left out of the parser and
-reported by ``anyorder plugins``.
+reported by ``anyorder plugins``. ``orders``, ``compress`` and ``decompress`` are such commands, of the built-in
+any-order family.
 """
 
 from __future__ import annotations
@@ -167,22 +168,6 @@ def cmd_sample(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_orders(ns: argparse.Namespace) -> int:
-    from anyorder.orders import orders_run
-
-    p = orders_run(ns.run, num=ns.num, out=ns.out, which=ns.checkpoint, overrides=ns.overrides)
-    print(f"drew {p['num']} samples of {p['num_variables']} variables with their generation orders "
-          f"({p['checkpoint']}, step {p['step']}, seed {p['seed']}) into {p['out']}:")
-    print(f"  orders     {p['out']}/orders.npz (tokens, orders, lengths)")
-    print(f"  samples    {p['out']}/samples.txt")
-    print(f"  protocol   {p['out']}/orders.json")
-    for picture in p["pictures"]:
-        print(f"  picture    {picture}")
-    if not p["pictures"]:
-        print(f"  (dataset {p['dataset']!r} draws no picture of generation orders)")
-    return 0
-
-
 def cmd_evaluate(ns: argparse.Namespace) -> int:
     from anyorder.evaluation import evaluate
 
@@ -190,26 +175,6 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     report = evaluate(ns.run, which=ns.checkpoint, split=ns.split, overrides=overrides, out=ns.out)
     if report is not None:
         print(json.dumps({k: v for k, v in report.items() if k != "protocol"}, indent=2))
-    return 0
-
-
-def cmd_compress(ns: argparse.Namespace) -> int:
-    from anyorder.compress import compress_run
-
-    s = compress_run(ns.run, ns.input, ns.out, split=ns.split, mode=ns.mode, steps=ns.steps or 0, limit=ns.limit,
-                     batch_size=ns.batch_size, sigma_tries=ns.sigma_tries, which=ns.checkpoint, overrides=ns.overrides)
-    print(f"compressed {s['num']} datapoints x {s['num_variables']} variables into {ns.out}: "
-          f"{s['file_bits'] / 8:.0f} bytes, {s['bits_per_dim']:.4f} bits/dim with the header "
-          f"({s['payload_bits_per_dim']:.4f} payload, {s['ideal_bits_per_dim']:.4f} ideal); {s['steps']} steps; "
-          f"summary: {ns.out}.json")
-    return 0
-
-
-def cmd_decompress(ns: argparse.Namespace) -> int:
-    from anyorder.compress import decompress_run
-
-    num = decompress_run(ns.run, ns.input, ns.out, which=ns.checkpoint, overrides=ns.overrides)
-    print(f"decompressed {num} datapoints into {ns.out}")
     return 0
 
 
@@ -264,7 +229,9 @@ def _add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     for name in REGISTRY.names("command"):
         if _command_problem(name, builtin) is not None:
             continue
-        cls = REGISTRY.implementation("command", name)
+        from anyorder.command import Command
+
+        cls: type[Command] = REGISTRY.implementation("command", name)
         command = cls()
         p = sub.add_parser(name, help=cls.help or None, description=cls.description or cls.help or None)
         command.add_arguments(p)
@@ -314,18 +281,6 @@ def _builtin_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersActi
                    help="exactly B network calls per batch (objectives with a step budget; same as sample.steps=B)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("orders", help="samples with their generation orders, and pictures of the orders",
-                       description="Draw N samples of a run of an any-order objective with the order in which each "
-                                   "variable was generated; writes orders.npz, samples.txt, orders.json and the "
-                                   "dataset's pictures of the orders (images: a mean-step heatmap and a step-by-step "
-                                   "strip; molecule graphs: atoms and bonds labelled by step) into --out.")
-    p.add_argument("run")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. sample.temperature=0.8 sample.steps=8")
-    p.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", metavar="DIR", help="output directory (default RUN/orders)")
-    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    p.set_defaults(func=cmd_orders)
-
     p = sub.add_parser("evaluate", help="test NLL (or bound) of a run, with standard error and protocol",
                        description="Evaluate a checkpoint's NLL on a split; writes eval/<split>-<checkpoint>.json.")
     p.add_argument("run")
@@ -336,32 +291,6 @@ def _builtin_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersActi
     p.add_argument("--steps", type=int, metavar="B",
                    help="the NLL of generation in B network calls (objectives with a step budget; same as eval.steps=B)")
     p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("compress", help="compress data losslessly with a run (any-order objectives)",
-                       description="Code datapoints (a text file, one per line, or --split NAME) with the run's model "
-                                   "and rANS into OUT; OUT.json gets the sizes.")
-    p.add_argument("run")
-    p.add_argument("input", nargs="?", help="datapoints in the dataset's text form, one per line")
-    p.add_argument("out")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--split", choices=["train", "val", "test"], help="compress this split instead of a file")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N datapoints (0: all)")
-    p.add_argument("--mode", default="dataset", choices=["dataset", "single"],
-                   help="dataset: one stream for all; single: exactly one datapoint")
-    p.add_argument("--steps", type=int, metavar="B", help="network calls per batch (default: one per variable)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--sigma-tries", type=int, default=5, help="orders tried on training data; the best is kept")
-    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    p.set_defaults(func=cmd_compress)
-
-    p = sub.add_parser("decompress", help="decode a file written by `anyorder compress`",
-                       description="Decode IN with the run that compressed it and write the datapoints to OUT.")
-    p.add_argument("run")
-    p.add_argument("input")
-    p.add_argument("out")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--checkpoint", default="last", choices=["last", "best"])
-    p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("evaluate-samples", help="score a samples file with a dataset's metric suite",
                        description="Score the samples in FILE (.txt: one per line; .jsonl: a 'sample' field) against "

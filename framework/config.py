@@ -546,7 +546,7 @@ def check_implementations(cfg: DictConfig, source: str = "config") -> None:
         REGISTRY.implementation(ps.kind, ps.section["name"])
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True) if "trainer" in cfg else {}
     assert isinstance(trainer, dict)
-    check_trainer_arguments(trainer, source)
+    check_trainer_arguments({str(k): v for k, v in trainer.items()}, source)
 
 
 def to_yaml(cfg: DictConfig | ListConfig) -> str:

@@ -83,6 +83,7 @@ class TermStats(torchmetrics.Metric):
     """
 
     full_state_update = False
+    count: Tensor
 
     def __init__(self, names: tuple[str, ...]) -> None:
         super().__init__()

@@ -40,6 +40,7 @@ from anyorder.objective import (
     mix_seed,
 )
 from anyorder.registry import REGISTRY
+from anyorder.sample_eval import merge_results
 
 LN2 = math.log(2.0)
 CHECKPOINT_KEY = "anyorder"
@@ -107,9 +108,10 @@ class RunOutputs:
             log_text_table(logger, "val/samples", texts, step)
 
 
-def build_plugin(kind: str, section: dict[str, Any]) -> Any:
-    """The plugin of ``kind`` named in the validated ``section``, built from its typed options as ``cls(options)``."""
-    return REGISTRY.implementation(kind, section["name"])(plugin_options(kind, section))
+def build_plugin(kind: str, section: dict[str, Any], *args: Any) -> Any:
+    """The plugin of ``kind`` named in the validated ``section``, built from its typed options as
+    ``cls(options, *args)``."""
+    return REGISTRY.implementation(kind, section["name"])(plugin_options(kind, section), *args)
 
 
 def build_network(section: dict[str, Any], io: NetworkIO) -> Network:
@@ -121,11 +123,16 @@ def build_network(section: dict[str, Any], io: NetworkIO) -> Network:
 class _EvalState(nn.Module):
     """The reductions of one evaluation pass: likelihood sums, term sums and the objective's statistics."""
 
+    likelihood: LikelihoodStats
+    terms: TermStats
+    statistics: nn.ModuleDict
+
     def __init__(self, terms: tuple[str, ...], statistics: dict[str, EvaluationStatistic]) -> None:
         super().__init__()
         self.likelihood = LikelihoodStats()
         self.terms = TermStats(terms)
-        self.statistics = nn.ModuleDict(statistics)
+        self.statistics = nn.ModuleDict(statistics)  # a ModuleDict so that `.to(device)` moves their states
+        self.named_statistics = dict(statistics)
 
 
 class RunModule(L.LightningModule):
@@ -166,11 +173,13 @@ class RunModule(L.LightningModule):
             return self.objective
         if self.space is None:
             raise RuntimeError("the objective is built once the data space is known")
-        section = OmegaConf.to_container(self.cfg.objective, resolve=True)
-        assert isinstance(section, dict)
+        container = OmegaConf.to_container(self.cfg.objective, resolve=True)
+        assert isinstance(container, dict)
+        section = {str(k): v for k, v in container.items()}
         impl = REGISTRY.implementation("objective", section["name"])
-        network = OmegaConf.to_container(self.cfg.network, resolve=True)
-        assert isinstance(network, dict)
+        network_container = OmegaConf.to_container(self.cfg.network, resolve=True)
+        assert isinstance(network_container, dict)
+        network = {str(k): v for k, v in network_container.items()}
         build = BuildContext(
             space=self.space, objective_name=str(section["name"]), seed=int(self.run.seed), train=self.run.train,
             sample=self.run.sample, eval=self.run.eval, network_section=network, make_plugin=build_plugin,
@@ -369,7 +378,7 @@ class RunModule(L.LightningModule):
         ll = self.objective.log_likelihood(batch, self.eval_context(split))
         state.likelihood.update(-ll.log_prob.detach(), ll.num_tokens.detach())
         state.terms.update({k: v.detach() for k, v in ll.terms.items()})
-        for statistic in state.statistics.values():
+        for statistic in state.named_statistics.values():
             statistic.update({k: v.detach() for k, v in ll.outputs.items()})
 
     def _finish_evaluation(self, split: str) -> EvaluationResult:
@@ -377,7 +386,7 @@ class RunModule(L.LightningModule):
         stats = {k: float(v) for k, v in state.likelihood.compute().items()}
         terms = state.terms.compute(stats["num_tokens"])
         statistics: dict[str, float] = {}
-        for name, statistic in state.statistics.items():
+        for name, statistic in state.named_statistics.items():
             for key, value in statistic.compute().items():
                 if key in statistics:
                     raise PluginError(f"evaluation statistic {name!r} reports {key!r}, which another statistic of "
@@ -491,17 +500,15 @@ class RunModule(L.LightningModule):
         samples = self.draw(mine, seed=mix_seed(int(self.run.seed), self.global_step, self.global_rank, 17))
         tokens, lengths = samples.tokens.cpu(), samples.lengths.tolist()
         objs = [datamodule.decode(tokens[i], n) for i, n in enumerate(lengths)]
-        logs: dict[str, float] = {f"val/sample_{k}": float(v) for k, v in samples.stats.items()}
-        for metric in self.sample_metrics():
+        values: dict[str, float] = {}
+        producer: dict[str, str] = {}
+        for section, metric in zip(self.cfg.metrics, self.sample_metrics(), strict=True):
             metric.to(self.device)
             metric.update(objs)
-            for k, v in metric.compute().items():
-                key = f"val/{k}"
-                if key in logs:
-                    raise PluginError(f"metric plugins report {k!r} twice at validation; each result name may come "
-                                      f"from one metric only")
-                logs[key] = float(v)
+            merge_results(values, producer, {k: float(v) for k, v in metric.compute().items()}, section["name"])
             metric.reset()
+        logs = {f"val/sample_{k}": float(v) for k, v in samples.stats.items()}
+        logs.update({f"val/{k}": v for k, v in values.items()})
         texts = gather_objects([datamodule.to_text(o) for o in objs])
         if texts and self.trainer.is_global_zero:
             self.outputs.validation_samples(texts, self.global_step, list(self.trainer.loggers))

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import nn
 
 from anyorder.errors import ConfigError
 
@@ -111,15 +111,3 @@ class Network(nn.Module):
         """Training FLOPs (forward + backward) per token at ``seq_len``; used for MFU. Default 6 x parameters."""
         return 6.0 * self.num_parameters()
 
-
-class AnyOrderNetwork(Network):
-    """A network that reads a partially known fixed-size datapoint and predicts every variable at once.
-
-    ``forward(tokens, t)``: ``tokens`` [B, D] holds each known variable's value and the objective's MASK value
-    (``io.input_vocab_sizes[d] - 1``) where it is unknown; ``t`` [B] is the number of known variables (the step of
-    an any-order generation, for time conditioning). Returns logits [B, D, io.output_vocab_size]; variable d uses
-    the first ``io.output_vocab_sizes[d]`` of them (the objective ignores the rest).
-    """
-
-    def forward(self, tokens: Tensor, t: Tensor) -> Tensor:
-        raise NotImplementedError

@@ -80,9 +80,9 @@ class BuildContext:
     eval: EvalConfig
     network_section: dict[str, Any]
     """The run's ``network`` section ``{name: ..., **options}``."""
-    make_plugin: Callable[[str, dict[str, Any]], Any]
-    """``make_plugin(kind, section)``: the implementation of the plugin named in ``section``, built from its typed
-    options (``cls(options)``) for kinds built that way (divergences, latent families, ...)."""
+    make_plugin: Callable[..., Any]
+    """``make_plugin(kind, section, *args)``: the implementation of the plugin named in ``section``, built from its
+    typed options as ``cls(options, *args)`` (divergences, latent families, ...)."""
     make_network: Callable[[dict[str, Any], NetworkIO], Network]
     """``make_network(section, io)``: the network plugin named in ``section`` built for ``io``."""
 
@@ -99,9 +99,10 @@ class BuildContext:
             )
         return network
 
-    def plugin(self, kind: str, section: dict[str, Any]) -> Any:
-        """The nested plugin of ``kind`` named in ``section`` (an option of this objective), built."""
-        return self.make_plugin(kind, dict(section))
+    def plugin(self, kind: str, section: dict[str, Any], *args: Any) -> Any:
+        """The nested plugin of ``kind`` named in ``section`` (an option of this objective), built as
+        ``cls(options, *args)``; the plugin kind's base class says which ``args`` its plugins take."""
+        return self.make_plugin(kind, dict(section), *args)
 
     @classmethod
     def standalone(cls, space: DataSpace, *, objective_name: str = "objective", seed: int = 0,
@@ -326,8 +327,8 @@ class Objective(nn.Module):
     @property
     def device(self) -> torch.device:
         """The device of the objective's parameters (or buffers); CPU when it has neither."""
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for parameter in self.parameters():
+            return parameter.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")

@@ -1,4 +1,8 @@
-"""``anyorder sample``: draw N samples from a run, sharded over devices, into one file."""
+"""``anyorder sample``: draw N samples from a run, sharded over devices, into one file.
+
+Samples that carry generation orders (``extras["order"]``, :data:`ORDER_KEY`) get their orders saved and pictured
+beside the file; the helpers for that are here, for every command that draws such samples.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,46 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from anyorder.atomic import write_json, write_text
+from anyorder.atomic import write_json, write_text, write_with
 from anyorder.errors import ConfigError
-from anyorder.orders import ORDER_KEY, log_pictures, picture_keys, save_orders
 from anyorder.runs import package_versions
+
+ORDER_KEY = "order"
+"""The key of the generation orders in ``Samples.extras`` (and in the ``extras`` of ``predict_step`` results)."""
+
+
+def save_orders(path: Path, tokens: torch.Tensor, orders: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Write ``tokens``, ``orders`` and ``lengths`` as int64 arrays to the ``.npz`` file ``path`` (atomically; plain
+    arrays, so ``np.load`` reads it without pickle)."""
+    t, o, n = (x.long().cpu().numpy() for x in (tokens, orders, lengths))
+    write_with(path, lambda f: np.savez(f, tokens=t, orders=o, lengths=n))
+
+
+def log_pictures(cfg: Any, run_dir: Path, step: int, pictures: dict[str, Path], logger: Any = None) -> None:
+    """Log the picture files (``{key: path}``) to ``logger``, else to the run's own logger (built and finished
+    here); a CSV logger keeps them on disk only."""
+    from anyorder.loggers import build_logger, finish, log_image
+
+    if not pictures:
+        return
+    own = logger is None
+    if own:
+        logger = build_logger(cfg, run_dir)
+    try:
+        if logger:
+            for key, path in pictures.items():
+                log_image(logger, key, path, step)
+    finally:
+        if own:
+            finish(logger)
+
+
+def picture_keys(prefix: str, stem: Path, paths: list[Path]) -> dict[str, Path]:
+    """Logger keys of the pictures written from ``stem``: ``<prefix>/<what>`` for ``<stem>-<what>.png``."""
+    return {f"{prefix}/{p.stem[len(stem.name) + 1:] or p.stem}": p for p in paths}
 
 
 class SampleRequests:

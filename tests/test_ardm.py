@@ -1,5 +1,5 @@
 """OA-ARDM: the estimator against exact enumeration of orders, the bound against the model's marginal, the step
-budget (network calls, policy likelihood), the tracked per-step losses, and a tiny run through the CLI."""
+budget (network calls, plan likelihood), the tracked per-step losses, and a tiny run through the CLI."""
 
 from __future__ import annotations
 
@@ -136,16 +136,16 @@ def test_step_budget_calls_the_network_exactly_budget_times() -> None:
         assert sorted(out.extras["order"][0].tolist()) == list(range(8))
 
 
-def test_policy_likelihood_of_full_budget_equals_chain_rule() -> None:
+def test_plan_likelihood_of_full_budget_equals_chain_rule() -> None:
     model = _tiny_ardm()
     xs = _all_points(VOCABS)
     d = len(VOCABS)
     with torch.no_grad():
         for sigma in _orders(d)[:6]:
-            full = model._policy_ll(xs, sigma.expand(len(xs), d), [(t, t + 1) for t in range(d)])  # type: ignore
+            full = model._plan_ll(xs, sigma.expand(len(xs), d), [(t, t + 1) for t in range(d)])  # type: ignore
             torch.testing.assert_close(full.double(), _log_p_given_order(model, xs, sigma), atol=1e-9, rtol=0)
             # One call for everything: each variable scored from nothing known (the product of the t=0 marginals).
-            one = model._policy_ll(xs, sigma.expand(len(xs), d), [(0, d)])  # type: ignore[attr-defined]
+            one = model._plan_ll(xs, sigma.expand(len(xs), d), [(0, d)])  # type: ignore[attr-defined]
             t0 = model.log_probs(xs, torch.zeros_like(xs, dtype=torch.bool), torch.zeros(len(xs), dtype=torch.long))
             torch.testing.assert_close(one.double(), t0.gather(-1, xs[..., None]).squeeze(-1).sum(1).double(),
                                        atol=1e-9, rtol=0)
@@ -171,12 +171,14 @@ def test_evaluating_with_d_steps_scores_the_whole_chain_of_each_pass() -> None:
     assert "whole chain" in model.likelihood_protocol()["estimator"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.e2e
 def test_step_budget_is_refused_by_a_left_to_right_objective(tmp_path: Path) -> None:
     assert main(["train", str(MARKOV_CONFIG), *tiny_markov(tmp_path)]) == 0
     run = next((tmp_path / "runs").iterdir())
     assert main(["sample", str(run), "--num", "2", "--out", str(tmp_path / "s.txt"), "--steps", "2"]) == 2
 
 
+@pytest.mark.e2e
 def test_tiny_run_evaluate_and_sample_with_a_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = Path(MARKOV_CONFIG).parent / "ardm.yaml"
     assert main(["train", str(config), *tiny_markov(tmp_path), "objective.eval_passes=2"]) == 0
@@ -186,7 +188,7 @@ def test_tiny_run_evaluate_and_sample_with_a_budget(tmp_path: Path, capsys: pyte
     assert main(["evaluate", str(run), "--steps", "4"]) == 0
     report = json.loads((run / "eval" / "test-last-steps4.json").read_text())
     estimator = report["protocol"]["estimator"]
-    assert estimator["steps"] == 4 and len(estimator["policy"]) == 4 and estimator["passes"] == 2
+    assert estimator["steps"] == 4 and len(estimator["plan"]) == 4 and estimator["passes"] == 2
     assert main(["evaluate", str(run)]) == 0
     full = json.loads((run / "eval" / "test-last.json").read_text())
     assert full["protocol"]["estimator"]["steps"] == 12 and full["nll_nats"] > 0
@@ -195,6 +197,7 @@ def test_tiny_run_evaluate_and_sample_with_a_budget(tmp_path: Path, capsys: pyte
     assert len(out.read_text().splitlines()) == 3
 
 
+@pytest.mark.e2e
 def test_compress_and_decompress_a_split_and_a_single_datapoint(tmp_path: Path) -> None:
     config = Path(MARKOV_CONFIG).parent / "ardm.yaml"
     assert main(["train", str(config), *tiny_markov(tmp_path)]) == 0

@@ -262,6 +262,7 @@ def test_metric_bad_base() -> None:
 
 
 # -- end to end ---------------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_trains_with_mle(tmp_path: Path) -> None:
     from anyorder.train import train
 

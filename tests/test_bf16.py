@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pytest
 import torch
 from conftest import MARKOV_CONFIG, tiny_overrides
 
 from anyorder.build import restore_run
 from anyorder.checkpoint import load_checkpoint
 from anyorder.train import train
+
+pytestmark = pytest.mark.e2e  # every test here trains a run through the real entry points
 
 
 class OutputDtypes(L.Callback):
@@ -28,7 +31,7 @@ class OutputDtypes(L.Callback):
             if module.training:
                 self.dtypes.append(output.dtype)
 
-        pl_module.network.register_forward_hook(hook)
+        pl_module.objective.network.register_forward_hook(hook)
 
 
 def test_bf16_mixed_run(tmp_path: Path) -> None:
@@ -59,7 +62,7 @@ def test_bf16_mixed_run(tmp_path: Path) -> None:
     assert moments and all(m.dtype == torch.float32 for m in moments)
 
     # The network runs its matmuls in bf16 under CPU autocast (what bf16-mixed wraps each step in), fp32 outside.
-    model = restore_run(run_dir).model.eval()
+    model = restore_run(run_dir).module.objective.eval()
     tokens = torch.randint(0, 8, (2, 16))
     with torch.no_grad():
         with torch.autocast("cpu", dtype=torch.bfloat16):

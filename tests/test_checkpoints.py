@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class _Payload:
         return (os.makedirs, (self.marker, 0o755))
 
 
+@pytest.mark.e2e
 def test_loading_never_runs_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = train(str(MARKOV_CONFIG), tiny_markov(tmp_path, steps=3))
     marker = tmp_path / "pwned"
@@ -66,6 +68,7 @@ class SaveDuringValidation(L.Callback):
             trainer.save_checkpoint(str(self.path))
 
 
+@pytest.mark.e2e
 def test_checkpoint_never_holds_swapped_ema_weights(tmp_path: Path) -> None:
     probe = SaveDuringValidation(tmp_path / "during-val.ckpt")
     train(str(MARKOV_CONFIG), tiny_markov(tmp_path, "train.ema_decay=0.5", steps=3), extra_callbacks=[probe])
@@ -92,6 +95,7 @@ class PoisonAt(L.Callback):
                 next(pl_module.parameters()).fill_(float("nan"))
 
 
+@pytest.mark.e2e
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(NonFiniteLossError) as err:
         train(str(MARKOV_CONFIG), tiny_markov(tmp_path, "name=nan", "train.ckpt_every_n_steps=2", steps=8),
@@ -125,3 +129,26 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
         write_with(path, fail)
     assert path.read_bytes() == b"old"
     assert [p.name for p in folder.iterdir()] == ["c.ckpt"]
+
+
+@pytest.mark.e2e
+def test_a_format_1_checkpoint_of_anyorder_0_1_still_resumes_and_evaluates(tmp_path: Path) -> None:
+    """0.1 stored the objective's weights without the ``objective.`` prefix (the objective was the LightningModule):
+    such a checkpoint is upgraded on load, by resume and by evaluate, to the same numbers."""
+    run = train(str(MARKOV_CONFIG), tiny_markov(tmp_path, "train.ema_decay=0.9", steps=3))
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "new.json")]) == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert all(k.startswith("objective.") for k in state["state_dict"])
+    strip = lambda d: {k.removeprefix("objective."): v for k, v in d.items()}  # noqa: E731
+    state["state_dict"] = strip(state["state_dict"])
+    state["anyorder"]["ema"]["shadow"] = strip(state["anyorder"]["ema"]["shadow"])
+    state["anyorder"]["format"] = 1
+    del state["anyorder"]["objective_state"]
+    torch.save(state, ckpt)
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "old.json")]) == 0
+    new, old = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("new", "old"))
+    assert new["nll_nats"] == old["nll_nats"]
+    train(None, ["train.max_steps=6"], resume=str(run))
+    resumed = torch.load(ckpt, weights_only=True)
+    assert resumed["global_step"] == 6 and resumed["anyorder"]["format"] == 2

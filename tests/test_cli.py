@@ -10,6 +10,8 @@ from helpers import MARKOV_CONFIG, tiny_markov
 
 from anyorder.cli import main
 
+pytestmark = pytest.mark.e2e  # every test here trains a run through the real entry points
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -42,7 +42,7 @@ def test_overrides_apply_and_types_convert() -> None:
 @pytest.mark.parametrize(
     ("overrides", "needles"),
     [
-        (["network.n_layer=3"], ["'network.n_layer'", "network plugin 'causal_transformer'", "anyorder 0.1.0",
+        (["network.n_layer=3"], ["'network.n_layer'", "network plugin 'causal_transformer'", "anyorder 0.2.0",
                                   "Did you mean 'n_layers'?", "Valid keys: n_layers, d_model"]),
         (["data.ordr=3"], ["'data.ordr'", "dataset plugin 'markov'", "Did you mean 'order'?", "Valid keys:"]),
         (["train.max_step=3"], ["'train.max_step'", "Did you mean 'max_steps'?", "Valid keys of 'train'"]),

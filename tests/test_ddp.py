@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 
 import ddp_worker
+import pytest
 import torch
 from conftest import MARKOV_CONFIG, REPO, tiny_overrides
 
 from anyorder.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.e2e  # every test here trains a run through the real entry points
 
 TIMEOUT_S = 240
 """Wall-clock limit of one DDP subprocess (a hang, e.g. mismatched collectives, fails the test instead of blocking)."""
@@ -62,7 +65,7 @@ def test_ddp_ranks_agree_and_count_every_validation_example_once(tmp_path: Path)
     results = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert [(r["rank"], r["world_size"], r["global_step"]) for r in results] == [(0, 2, 4), (1, 2, 4)]
     weights0, weights1 = results[0]["state_dict"], results[1]["state_dict"]
-    assert weights0.keys() == weights1.keys() and any(k.startswith("network.") for k in weights0)
+    assert weights0.keys() == weights1.keys() and any(k.startswith("objective.network.") for k in weights0)
     different = [k for k in weights0 if not torch.equal(weights0[k], weights1[k])]
     assert not different, f"the ranks ended with different weights: {different}"
 
@@ -131,7 +134,7 @@ def test_sequence_match_keeps_one_replay_buffer_per_rank(tmp_path: Path) -> None
     (run_dir,) = (tmp_path / "runs").iterdir()
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 4
-    buffers = ckpt["sequence_match_replay"]
+    buffers = ckpt["anyorder"]["objective_state"]
     assert len(buffers) == 2 and len(buffers[0]) == len(buffers[1]) == 6
     assert buffers[0] != buffers[1], "both ranks generated the same replay sequences"
     for buffer in buffers:

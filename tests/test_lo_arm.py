@@ -239,6 +239,7 @@ def test_bad_options_are_refused(override: str, match: str) -> None:
         load_config(MARKOV_CONFIG, ["objective.name=lo_arm", *TINY_NET, override])
 
 
+@pytest.mark.e2e
 def test_tiny_run_logs_the_terms_and_evaluates_every_estimator(tmp_path: Path) -> None:
     overrides = [*tiny_markov(tmp_path), "objective.name=lo_arm", *TINY_NET, "objective.q_entropy_weight=0.01",
                  "train.log_every_n_steps=1", "data.length=6"]

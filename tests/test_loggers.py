@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from helpers import MARKOV_CONFIG, tiny_markov
 
 from anyorder.train import train
+
+pytestmark = pytest.mark.e2e  # every test here trains a run through the real entry points
 
 
 def test_tensorboard_logger(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +106,61 @@ def test_sequence_entropy_matches_sampled_log_prob() -> None:
     assert 0 < ref["entropy_rate_nats"] < math.log(8)
 
 
+def test_source_nll_on_the_split_sequences_is_a_direct_computation() -> None:
+    """The source's exact NLL per token on the evaluated sequences themselves (not its expectation over sequences)."""
+    dm = _module(num_train=7, num_val=3, num_test=5, length=6, order=2, vocab_size=3)
+    chain, ref = dm.chain, dm.reference()
+    for split in ("train", "val", "test"):
+        x = getattr(dm.splits, split).tokens.numpy()
+        # Directly: log pi(first k tokens) + sum of log T(context, next token), context by digits, in a plain loop.
+        total = 0.0
+        for row in x:
+            total += math.log(chain.stationary[row[0] * 3 + row[1]])
+            for t in range(2, len(row)):
+                total += math.log(chain.transitions[row[t - 2] * 3 + row[t - 1], row[t]])
+        direct = -total / x.size
+        assert ref[f"source_nll_nats_per_token_{split}"] == pytest.approx(direct, rel=1e-12)
+        assert dm.source_nll_per_token(x) == pytest.approx(direct, rel=1e-12)
+        assert dm.source_nll_per_token(torch.from_numpy(x)) == pytest.approx(direct, rel=1e-12)
+    # On so few sequences the exact value differs from the expectation over sequences.
+    assert ref["source_nll_nats_per_token_test"] != pytest.approx(ref["sequence_entropy_nats_per_token"], rel=1e-3)
+    assert "source_nll_nats_per_token_val" not in _module(num_val=0).reference()  # an empty split has no value
+
+
+def test_likelihood_report_names_both_references(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from anyorder.cli import _print_outputs
+    from anyorder.evaluation import likelihood_report
+    from anyorder.module import EvaluationResult
+    from anyorder.objective import Likelihood
+
+    dm = _module(num_train=7, num_val=3, num_test=5, length=6, order=2, vocab_size=3)
+    ref = dm.reference()
+    cfg = OmegaConf.create({"seed": 0, "eval": {"use_ema": False}, "objective": {}, "network": {}, "data": {}})
+    module = SimpleNamespace(ema=None, objective=SimpleNamespace(likelihood_protocol=lambda: {}))
+    for split in ("val", "test"):
+        nll = 1.01 * ref[f"source_nll_nats_per_token_{split}"]
+        result = EvaluationResult(split=split, likelihood=Likelihood.EXACT, nll=nll, nll_se=0.0, nll_per_sequence=6 * nll,
+                                  num_sequences=3, num_tokens=18)
+        report = likelihood_report(cfg, module, dm, result, checkpoint="c", step=0, world_size=1, precision="32")
+        assert report["source_nll_nats_per_token"] == ref[f"source_nll_nats_per_token_{split}"]
+        assert report["excess_over_source_nll"] == pytest.approx(0.01)
+        assert report["excess_over_sequence_entropy"] == pytest.approx(nll / ref["sequence_entropy_nats_per_token"] - 1)
+        assert report["excess_over_entropy_rate"] == pytest.approx(nll / ref["entropy_rate_nats"] - 1)
+    # `anyorder train` prints both, each named for what it is (the report of the last split, test).
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "test-final.json").write_text(json.dumps(report))
+    _print_outputs(tmp_path)
+    out = capsys.readouterr().out
+    assert "expected NLL over sequences of this length" in out and "+1.00% above it" in out
+    assert f"source NLL       {ref['source_nll_nats_per_token_test']:.4f} nats/token" in out
+    assert "NLL on these test sequences" in out and "true NLL" not in out
+
+
 def test_first_tokens_are_stationary() -> None:
     chain = MarkovChain.random(2, 4, 0.5, 2)
     x = chain.sample(200_000, 2, np.random.default_rng(5))
@@ -133,7 +189,10 @@ def test_same_seed_same_data_and_independent_splits() -> None:
     assert torch.equal(c.splits.train.tokens, a.splits.train.tokens[:100])
     other_data = _module(num_train=500, data_seed=2)
     assert not torch.equal(other_data.splits.train.tokens, a.splits.train.tokens)
-    assert other_data.reference() == a.reference()
+    # The source's quantities depend on the chain only; its exact NLL on each split, on the split's sequences too.
+    source_keys = ("entropy_rate_nats", "stationary_entropy_nats", "sequence_entropy_nats_per_token")
+    assert {k: other_data.reference()[k] for k in source_keys} == {k: a.reference()[k] for k in source_keys}
+    assert other_data.reference()["source_nll_nats_per_token_train"] != a.reference()["source_nll_nats_per_token_train"]
     assert _module(chain_seed=1).reference() != a.reference()
     # The run seed orders the batches; it does not change the data.
     d = MarkovDataModule(MarkovConfig(num_train=500, num_val=300, num_test=300), seed=9)

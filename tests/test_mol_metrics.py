@@ -6,7 +6,7 @@
 * NSPDK against a deliberately naive implementation written here (explicit BFS levels of the edge-expanded graph,
   neighbourhoods as nested tuples, dict features, an explicit kernel matrix);
 * SA score / QED against direct RDKit calls, distances against scipy/numpy;
-* the plugins: two updates = one update, a simulated two-rank merge = one rank, and the core functions' values.
+* the plugins: two updates = one update, a simulated two-rank merge = one rank, and the scoring functions' values.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from rdkit.Contrib.SA_Score import sascorer
 
 from anyorder.errors import ConfigError
 from anyorder_plugins.molecules.metrics import config as mcfg
-from anyorder_plugins.molecules.metrics import core, reference
 from anyorder_plugins.molecules.metrics import metric as mm
+from anyorder_plugins.molecules.metrics import reference, scoring
 
 RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
 
@@ -91,50 +91,50 @@ def test_validity_uniqueness_novelty_against_direct_loop() -> None:
     valid = [m for m in mols if m is not None]
     canon = [_direct_canonical(m) for m in valid]
     train = [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in ("OCC", "C1=CC=CC=C1", "CCCC")]
-    got = core.validity(samples)
+    got = scoring.validity(samples)
     assert got["validity"] == pytest.approx(len(valid) / len(samples))
     assert got["validity_connected"] == pytest.approx(
         sum(1 for m in valid if len(Chem.GetMolFrags(m)) == 1) / len(samples))
-    assert core.uniqueness(samples)["uniqueness"] == pytest.approx(len(set(canon)) / len(canon))
-    assert core.valid_canonical(samples) == canon
+    assert scoring.uniqueness(samples)["uniqueness"] == pytest.approx(len(set(canon)) / len(canon))
+    assert scoring.valid_canonical(samples) == canon
     novel = {c for c in canon if c not in set(train)}
-    assert core.novelty(canon, train)["novelty"] == pytest.approx(len(novel) / len(set(canon)))
+    assert scoring.novelty(canon, train)["novelty"] == pytest.approx(len(novel) / len(set(canon)))
     # The same numbers by hand: 16 samples; valid: CCO, OCC, benzene x3, CC.O, [Na+].[Cl-], acetic acid x2, N#N.
     assert got["num_samples"] == 16 and got["num_valid"] == 10
     assert got["validity"] == pytest.approx(10 / 16) and got["validity_connected"] == pytest.approx(8 / 16)
-    assert core.uniqueness(samples)["uniqueness"] == pytest.approx(6 / 10)  # CCO, benzene, CC.O, NaCl, AcOH, N2
-    assert core.novelty(canon, train)["novelty"] == pytest.approx(4 / 6)
+    assert scoring.uniqueness(samples)["uniqueness"] == pytest.approx(6 / 10)  # CCO, benzene, CC.O, NaCl, AcOH, N2
+    assert scoring.novelty(canon, train)["novelty"] == pytest.approx(4 / 6)
 
 
 def test_novelty_against_itself_is_zero_and_empty_inputs() -> None:
-    canon = core.valid_canonical(WEHI[:50])
-    assert core.novelty(canon, canon)["novelty"] == 0.0
-    assert core.validity([])["validity"] == 0.0
-    assert core.uniqueness([None, "xx"])["uniqueness"] == 0.0
-    assert core.novelty([], canon)["novelty"] == 0.0
+    canon = scoring.valid_canonical(WEHI[:50])
+    assert scoring.novelty(canon, canon)["novelty"] == 0.0
+    assert scoring.validity([])["validity"] == 0.0
+    assert scoring.uniqueness([None, "xx"])["uniqueness"] == 0.0
+    assert scoring.novelty([], canon)["novelty"] == 0.0
     with pytest.raises(TypeError, match="SMILES string"):
-        core.to_mol(3)
+        scoring.to_mol(3)
 
 
 def test_validity_corrected_takes_the_correction_function(monkeypatch: pytest.MonkeyPatch) -> None:
     samples = _mixed()
     methane = Chem.MolFromSmiles("C")
     # Every sample that is at least a graph with atoms becomes valid with a correction that returns methane.
-    graphs = sum(1 for s in samples if (core.unsanitized_mol(s) is not None and core.unsanitized_mol(s).GetNumAtoms()))
-    got = core.validity_corrected(samples, lambda mol: methane)["validity_corrected"]
+    graphs = sum(1 for s in samples if (scoring.unsanitized_mol(s) is not None and scoring.unsanitized_mol(s).GetNumAtoms()))
+    got = scoring.validity_corrected(samples, lambda mol: methane)["validity_corrected"]
     assert got == pytest.approx(graphs / len(samples))
-    assert core.validity_corrected(samples, lambda mol: None)["validity_corrected"] == 0.0
+    assert scoring.validity_corrected(samples, lambda mol: None)["validity_corrected"] == 0.0
 
     def boom(mol: Chem.Mol) -> Chem.Mol:
         raise ValueError("cannot fix")
 
-    assert core.validity_corrected(samples, boom)["validity_corrected"] == 0.0
+    assert scoring.validity_corrected(samples, boom)["validity_corrected"] == 0.0
     # The default correction repairs an over-valent carbon (five bonds) that fails sanitization as it is.
     over = Chem.RWMol(Chem.MolFromSmiles("CC(C)(C)C", sanitize=False))
     over.AddAtom(Chem.Atom(6))
     over.AddBond(1, 5, Chem.BondType.SINGLE)
-    assert core.validity([over.GetMol()])["validity"] == 0.0
-    assert core.validity_corrected([over.GetMol()])["validity_corrected"] == 1.0
+    assert scoring.validity([over.GetMol()])["validity"] == 0.0
+    assert scoring.validity_corrected([over.GetMol()])["validity_corrected"] == 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,24 +150,24 @@ def fcd_torch_value() -> float:
 
 
 def test_fcd_equals_fcd_torch(fcd_torch_value: float) -> None:
-    got = core.fcd(GEN_SMILES, REF_SMILES)
+    got = scoring.fcd(GEN_SMILES, REF_SMILES)
     assert got["fcd"] == pytest.approx(fcd_torch_value, abs=1e-6)
     assert got["fcd_package"].startswith("fcd_torch ")
-    stats = core.fcd_stats(REF_SMILES)
-    assert core.fcd(GEN_SMILES, ref_stats=stats)["fcd"] == pytest.approx(fcd_torch_value, abs=1e-6)
+    stats = scoring.fcd_stats(REF_SMILES)
+    assert scoring.fcd(GEN_SMILES, ref_stats=stats)["fcd"] == pytest.approx(fcd_torch_value, abs=1e-6)
 
 
 def test_fcd_of_a_set_with_itself_is_zero_and_needs_two_samples() -> None:
-    assert abs(core.fcd(GEN_SMILES, GEN_SMILES)["fcd"]) < 1e-3
-    assert math.isnan(core.fcd(GEN_SMILES[:1], REF_SMILES)["fcd"])
+    assert abs(scoring.fcd(GEN_SMILES, GEN_SMILES)["fcd"]) < 1e-3
+    assert math.isnan(scoring.fcd(GEN_SMILES[:1], REF_SMILES)["fcd"])
     with pytest.raises(ValueError, match="exactly one"):
-        core.fcd(GEN_SMILES)
+        scoring.fcd(GEN_SMILES)
 
 
 def test_frechet_distance_of_known_gaussians() -> None:
     # N(0, I) vs N(1, 4 I) in 3-d: 3 * 1 + 3 * (1 + 4 - 2 * 2) = 6.
     eye = np.eye(3)
-    assert core.frechet_distance(np.zeros(3), eye, np.ones(3), 4 * eye) == pytest.approx(6.0, abs=1e-12)
+    assert scoring.frechet_distance(np.zeros(3), eye, np.ones(3), 4 * eye) == pytest.approx(6.0, abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def nspdk_mols() -> tuple[list[Chem.Mol], list[Chem.Mol]]:
 def test_nspdk_against_naive_implementation(nspdk_mols: tuple[list[Chem.Mol], list[Chem.Mol]]) -> None:
     xs, ys = nspdk_mols
     naive_x, naive_y = [_naive_nspdk(m) for m in xs], [_naive_nspdk(m) for m in ys]
-    feats = [core.nspdk_features(m) for m in xs]
+    feats = [scoring.nspdk_features(m) for m in xs]
     # Same number of features per graph, the same sorted values, the same Gram matrix.
     for (ids, vals), naive in zip(feats, naive_x, strict=True):
         assert len(ids) == len(naive) == len(set(ids.tolist()))
@@ -263,7 +263,7 @@ def test_nspdk_against_naive_implementation(nspdk_mols: tuple[list[Chem.Mol], li
     naive_gram = np.array([[_dot(a, b) for b in naive_x] for a in naive_x])
     np.testing.assert_allclose(gram, naive_gram, atol=1e-10)
     expected = _naive_mmd(naive_x, naive_y)
-    got = core.nspdk_mmd(xs, ys)["nspdk_mmd"]
+    got = scoring.nspdk_mmd(xs, ys)["nspdk_mmd"]
     assert got == pytest.approx(expected, abs=1e-4)
     assert got == pytest.approx(expected, rel=1e-9)
     assert expected > 1e-3
@@ -274,13 +274,13 @@ def test_nspdk_other_radius_and_distance(nspdk_mols: tuple[list[Chem.Mol], list[
     xs, ys = xs[:12], ys[:12]
     for r, d in ((3, 4), (1, 2), (0, 0)):
         expected = _naive_mmd([_naive_nspdk(m, r, d) for m in xs], [_naive_nspdk(m, r, d) for m in ys])
-        assert core.nspdk_mmd(xs, ys, r, d)["nspdk_mmd"] == pytest.approx(expected, abs=1e-10)
+        assert scoring.nspdk_mmd(xs, ys, r, d)["nspdk_mmd"] == pytest.approx(expected, abs=1e-10)
 
 
 def test_nspdk_of_a_set_with_itself_is_zero(nspdk_mols: tuple[list[Chem.Mol], list[Chem.Mol]]) -> None:
     xs, _ = nspdk_mols
-    assert abs(core.nspdk_mmd(xs, list(reversed(xs)))["nspdk_mmd"]) < 1e-12
-    assert math.isnan(core.nspdk_mmd([], xs)["nspdk_mmd"])
+    assert abs(scoring.nspdk_mmd(xs, list(reversed(xs)))["nspdk_mmd"]) < 1e-12
+    assert math.isnan(scoring.nspdk_mmd([], xs)["nspdk_mmd"])
 
 
 def test_nspdk_against_eden_when_installed(nspdk_mols: tuple[list[Chem.Mol], list[Chem.Mol]]) -> None:
@@ -304,7 +304,7 @@ def test_nspdk_against_eden_when_installed(nspdk_mols: tuple[list[Chem.Mol], lis
 
     ex, ey = embed(xs), embed(ys)
     expected = _dot(ex, ex) + _dot(ey, ey) - 2 * _dot(ex, ey)
-    assert core.nspdk_mmd(xs, ys)["nspdk_mmd"] == pytest.approx(expected, abs=1e-4)
+    assert scoring.nspdk_mmd(xs, ys)["nspdk_mmd"] == pytest.approx(expected, abs=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,28 +315,28 @@ def test_nspdk_against_eden_when_installed(nspdk_mols: tuple[list[Chem.Mol], lis
 def test_sas_qed_against_direct_calls() -> None:
     from scipy.stats import wasserstein_distance
 
-    smiles = core.valid_canonical(WEHI[260:300])
-    ref = core.valid_canonical(WEHI[300:340])
-    core._PROPERTY_CACHE.clear()
-    sas, qed = core.sas_qed(smiles, workers=1)
+    smiles = scoring.valid_canonical(WEHI[260:300])
+    ref = scoring.valid_canonical(WEHI[300:340])
+    scoring._PROPERTY_CACHE.clear()
+    sas, qed = scoring.sas_qed(smiles, workers=1)
     direct = [(sascorer.calculateScore(Chem.MolFromSmiles(s)), QED.qed(Chem.MolFromSmiles(s))) for s in smiles]
     np.testing.assert_allclose(sas, [d[0] for d in direct], rtol=0, atol=1e-12)
     np.testing.assert_allclose(qed, [d[1] for d in direct], rtol=0, atol=1e-12)
-    assert core.properties(smiles) == pytest.approx({"sas_mean": np.mean(sas), "qed_mean": np.mean(qed)})
-    rsas, _ = core.sas_qed(ref)
-    got = core.property_distances(sas, rsas, "sas")
+    assert scoring.properties(smiles) == pytest.approx({"sas_mean": np.mean(sas), "qed_mean": np.mean(qed)})
+    rsas, _ = scoring.sas_qed(ref)
+    got = scoring.property_distances(sas, rsas, "sas")
     assert got["sas_w1"] == pytest.approx(wasserstein_distance(sas, rsas), abs=1e-12)
     assert got["sas_mean_diff"] == pytest.approx(np.mean(sas) - np.mean(rsas), abs=1e-12)
-    assert core.property_distances(sas, sas, "sas")["sas_w1"] == 0.0
-    assert core.sas_qed_of_smiles("CC(=O)Oc1ccccc1C(=O)O")[1] == pytest.approx(0.550, abs=1e-3)  # aspirin
+    assert scoring.property_distances(sas, sas, "sas")["sas_w1"] == 0.0
+    assert scoring.sas_qed_of_smiles("CC(=O)Oc1ccccc1C(=O)O")[1] == pytest.approx(0.550, abs=1e-3)  # aspirin
 
 
 def test_sas_qed_in_worker_processes_equal_one_process() -> None:
-    smiles = core.valid_canonical(WEHI[340:360])
-    core._PROPERTY_CACHE.clear()
-    parallel = core.sas_qed(smiles, workers=2)
-    core._PROPERTY_CACHE.clear()
-    serial = core.sas_qed(smiles, workers=1)
+    smiles = scoring.valid_canonical(WEHI[340:360])
+    scoring._PROPERTY_CACHE.clear()
+    parallel = scoring.sas_qed(smiles, workers=2)
+    scoring._PROPERTY_CACHE.clear()
+    serial = scoring.sas_qed(smiles, workers=1)
     np.testing.assert_array_equal(parallel[0], serial[0])
     np.testing.assert_array_equal(parallel[1], serial[1])
 
@@ -353,11 +353,11 @@ def test_type_distributions_against_direct_histograms() -> None:
     def tv(p: dict[str, float], q: dict[str, float]) -> float:
         return 0.5 * sum(abs(p.get(k, 0) - q.get(k, 0)) for k in set(p) | set(q))
 
-    got = core.type_distributions(gen, ref)
+    got = scoring.type_distributions(gen, ref)
     assert got["atom_type_tv"] == pytest.approx(tv(hist(gen, True), hist(ref, True)))
     assert got["bond_type_tv"] == pytest.approx(tv(hist(gen, False), hist(ref, False)))
-    assert core.type_distributions(gen, gen) == {"atom_type_tv": 0.0, "bond_type_tv": 0.0}
-    assert core.atom_types(Chem.MolFromSmiles("C[N+](C)(C)C")) == ["C", "N+1", "C", "C", "C"]
+    assert scoring.type_distributions(gen, gen) == {"atom_type_tv": 0.0, "bond_type_tv": 0.0}
+    assert scoring.atom_types(Chem.MolFromSmiles("C[N+](C)(C)C")) == ["C", "N+1", "C", "C", "C"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -400,18 +400,18 @@ def _make(name: str, **options: Any) -> Any:
 
 def _expected() -> dict[str, float]:
     valid = [m for m in _direct_valid(PLUGIN_SAMPLES) if m is not None]
-    canon = core.valid_canonical(PLUGIN_SAMPLES)
-    out = core.validity(PLUGIN_SAMPLES)
-    out.update(core.uniqueness(PLUGIN_SAMPLES))
-    out.update(core.novelty(canon, TRAIN))
-    out.update(core.fcd(canon, TEST))
+    canon = scoring.valid_canonical(PLUGIN_SAMPLES)
+    out = scoring.validity(PLUGIN_SAMPLES)
+    out.update(scoring.uniqueness(PLUGIN_SAMPLES))
+    out.update(scoring.novelty(canon, TRAIN))
+    out.update(scoring.fcd(canon, TEST))
     test_mols = [Chem.MolFromSmiles(s) for s in TEST]
-    out.update(core.nspdk_mmd(valid, test_mols))
-    gsas, gqed = core.sas_qed(canon)
-    rsas, rqed = core.sas_qed(TEST)
-    out.update(core.property_distances(gsas, rsas, "sas"))
-    out.update(core.property_distances(gqed, rqed, "qed"))
-    out.update(core.type_distributions(valid, test_mols))
+    out.update(scoring.nspdk_mmd(valid, test_mols))
+    gsas, gqed = scoring.sas_qed(canon)
+    rsas, rqed = scoring.sas_qed(TEST)
+    out.update(scoring.property_distances(gsas, rsas, "sas"))
+    out.update(scoring.property_distances(gqed, rqed, "qed"))
+    out.update(scoring.type_distributions(valid, test_mols))
     return out
 
 
@@ -421,7 +421,7 @@ def expected() -> dict[str, float]:
 
 
 def test_evaluate_gives_every_metric(expected: dict[str, float]) -> None:
-    got = core.evaluate(PLUGIN_SAMPLES, TRAIN, TEST, correct_fn=lambda mol: None, with_corrected=True)
+    got = scoring.evaluate(PLUGIN_SAMPLES, TRAIN, TEST, correct_fn=lambda mol: None, with_corrected=True)
     assert got["validity_corrected"] == 0.0 and got["fcd_package"].startswith("fcd_torch")
     for key, value in expected.items():
         if key != "fcd_package":
@@ -491,7 +491,7 @@ def test_plugins_with_no_valid_sample() -> None:
 
 
 def test_validity_plugin_corrected_option(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "default_correct_fn", lambda: (lambda mol: Chem.MolFromSmiles("C")))
+    monkeypatch.setattr(scoring, "default_correct_fn", lambda: (lambda mol: Chem.MolFromSmiles("C")))
     metric = mm.MolValidity(mcfg.MolValidityConfig(corrected=True), None)
     metric.update(["CCO", None, "C1CC", Chem.MolFromSmiles("C(C)(C)(C)(C)C", sanitize=False)])
     got = {k: v.item() for k, v in metric.compute().items()}
@@ -620,11 +620,11 @@ def test_reference_store_never_unpickles(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_nspdk_sum_in_chunks_equals_one_reduction(nspdk_mols: tuple[list[Chem.Mol], list[Chem.Mol]]) -> None:
     mols = nspdk_mols[0] + nspdk_mols[1]
-    ids, values, count = core.nspdk_batch(mols)
+    ids, values, count = scoring.nspdk_batch(mols)
     uniq, inverse = np.unique(ids, return_inverse=True)
     sums = np.bincount(inverse, weights=values)
     for chunk in (1, 3, 1000):
-        got_ids, got_sums, got_count = core.nspdk_sum(iter(mols), chunk=chunk)
+        got_ids, got_sums, got_count = scoring.nspdk_sum(iter(mols), chunk=chunk)
         assert got_count == count == len(mols)
         np.testing.assert_array_equal(got_ids, uniq)
         np.testing.assert_allclose(got_sums, sums, rtol=1e-12, atol=1e-15)

@@ -15,7 +15,7 @@ from anyorder.errors import ConfigError
 from anyorder_plugins.char_text.config import CharTextConfig
 from anyorder_plugins.char_text.data import CharTextDataModule
 from anyorder_plugins.text_metrics.config import NgramDivergenceConfig
-from anyorder_plugins.text_metrics.divergence import NgramDivergence, jensen_shannon
+from anyorder_plugins.text_metrics.jensen_shannon import NgramDivergence, jensen_shannon
 
 TEXT = ("Now is the winter of our discontent made glorious summer by this sun of York;\n" * 20
         + "And all the clouds that lour'd upon our house in the deep bosom of the ocean buried.\n" * 20)

@@ -156,6 +156,7 @@ def test_molecule_order_picture_of_an_encoded_molecule(tmp_path: Path) -> None:
     assert smiles.render_orders(tokens, tokens, tmp_path / "smiles") == []
 
 
+@pytest.mark.e2e
 def test_orders_cli_refuses_an_objective_without_orders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", str(MARKOV_CONFIG), *tiny_markov(tmp_path, steps=2)]) == 0
     run = next((tmp_path / "runs").iterdir())
@@ -165,6 +166,7 @@ def test_orders_cli_refuses_an_objective_without_orders(tmp_path: Path, capsys: 
     assert not (run / "orders" / "orders.npz").exists()
 
 
+@pytest.mark.e2e
 def test_orders_cli_on_markov_writes_no_picture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = Path(MARKOV_CONFIG).parent / "ardm.yaml"
     assert main(["train", str(config), *tiny_markov(tmp_path, steps=2)]) == 0
@@ -179,6 +181,7 @@ def test_orders_cli_on_markov_writes_no_picture(tmp_path: Path, capsys: pytest.C
     assert protocol["pictures"] == [] and len(protocol["mean_step"]) == 12 and protocol["num"] == 3
 
 
+@pytest.mark.e2e
 @needs_sklearn
 def test_orders_cli_on_a_tiny_digits_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from wandb_offline import find_run_files, read_run

@@ -11,7 +11,6 @@ from helpers import REPO
 from anyorder.registry import REGISTRY
 
 
-
 def _groups() -> dict[str, str]:
     """The entry-point group of every kind, core or declared, that setup.cfg registers built-in plugins under."""
     entry_points = _setup_cfg()["options.entry_points"]

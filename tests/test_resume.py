@@ -12,6 +12,8 @@ from helpers import MARKOV_CONFIG, tiny_markov
 from anyorder.checkpoint import load_checkpoint
 from anyorder.train import train
 
+pytestmark = pytest.mark.e2e  # every test here trains a run through the real entry points
+
 
 class Crash(L.Callback):
     """Raises at the start of step ``at`` (after checkpoints of earlier steps were written), like a killed job."""

@@ -155,6 +155,7 @@ def test_generation_with_backspace_folds_and_respects_the_rules() -> None:
     assert 0.0 <= samples.stats["backspace_rate"] <= 1.0 and int(samples.lengths.max()) <= model.max_len
 
 
+@pytest.mark.e2e
 def test_tiny_run_with_warm_up_and_replay(tmp_path: Path) -> None:
     overrides = [*tiny_markov(tmp_path, steps=8), "objective.name=sequence_match", "objective.bc_warmup=0.25",
                  "objective.replay_every=2", "objective.replay_batch=4", "objective.replay_rows=2",

@@ -128,6 +128,7 @@ def test_unknown_option_names_the_plugin_and_its_distribution(site: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_train_with_thirdparty_plugins(site: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     result = _run(["-m", "anyorder.cli", "train", "tests/thirdparty/example.yaml", f"output_dir={runs}",
@@ -234,6 +235,7 @@ def test_objective_and_dataset_are_exact(site: Path) -> None:
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), f"{result.stdout}\n{result.stderr}"
 
 
+@pytest.mark.e2e
 def test_evaluation_terms_and_statistics_are_exact_over_two_ranks(site: Path, tmp_path: Path) -> None:
     """`anyorder evaluate` on 2 DDP ranks (gloo, CPU) reports the same likelihood, terms and set-level statistics as
     on one process: sums are reduced, and the gathered statistic sees every datapoint once."""

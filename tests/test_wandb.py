@@ -61,6 +61,7 @@ def _the_run_file(run: TrainedRun) -> Path:
     return run.run_files[0]
 
 
+@pytest.mark.e2e
 def test_run_file_holds_what_the_run_logged(wandb_run: TrainedRun) -> None:
     run = read_run(_the_run_file(wandb_run))
     state = json.loads((wandb_run.run_dir / "logger.json").read_text())
@@ -107,6 +108,7 @@ def test_run_file_holds_what_the_run_logged(wandb_run: TrainedRun) -> None:
     assert run.values("test/nll") == [(MAX_STEPS, pytest.approx(report["nll_nats"]))]
 
 
+@pytest.mark.e2e
 def test_validation_metrics_share_the_step_of_their_validation(wandb_run: TrainedRun) -> None:
     run = read_run(_the_run_file(wandb_run))
     assert [step for step, _ in run.values("val/nll")] == [step for step, _ in run.values("val/samples")]
@@ -122,6 +124,7 @@ def resumed_run(wandb_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory,
         return train(None, [f"train.max_steps={RESUMED_STEPS}"], resume=str(wandb_run.run_dir))
 
 
+@pytest.mark.e2e
 def test_resume_continues_the_same_wandb_run(wandb_run: TrainedRun, resumed_run: Path) -> None:
     first, *later = find_run_files(resumed_run)
     assert first == _the_run_file(wandb_run)
@@ -137,11 +140,13 @@ def test_resume_continues_the_same_wandb_run(wandb_run: TrainedRun, resumed_run:
     assert len(after.values("val/nll")) == 1
 
 
+@pytest.mark.e2e
 def test_resume_continues_the_logging_steps(resumed_run: Path) -> None:
     after = read_run(find_run_files(resumed_run)[-1])
     assert [step for step, _ in after.values("train/loss")] == list(range(MAX_STEPS, RESUMED_STEPS))
 
 
+@pytest.mark.e2e
 def test_run_files_of_one_second_are_ordered_by_their_recorded_start(resumed_run: Path, tmp_path: Path) -> None:
     # A run and its resume in the same second, the resume's directory sorting first by name and the first part
     # written last: only the start time recorded in each file (with nanoseconds) can order them.

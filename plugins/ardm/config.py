@@ -29,7 +29,7 @@ class ARDMConfig(PluginConfig):
                                      "evenly spaced grid with one random offset: the same mean, lower variance)",
                           choices=T_SAMPLING)
     eval_passes: int = opt(4, "draws of (t, sigma) averaged per datapoint by `anyorder evaluate` and validation")
-    loss_ema: float = opt(0.95, "momentum of the per-step loss EMA that the step-budget policy is computed from")
+    loss_ema: float = opt(0.95, "momentum of the per-step loss EMA that the step-budget plan is computed from")
 
     def __post_init__(self) -> None:
         super().__post_init__()

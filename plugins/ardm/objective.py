@@ -10,7 +10,7 @@ predicts every variable. The per-datapoint training estimate is
 
 whose mean over t ~ U{0..D-1} and sigma equals E_sigma log p(x | sigma) <= log p(x). The per-step loss
 L_t = -ll / (D - t) (nats per unknown variable) is tracked as an EMA per t (a buffer, so it is saved in
-checkpoints); the step-budget policy of :mod:`.policy` is computed from it.
+checkpoints); the step-budget plan of :mod:`.budget` is computed from it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anyorder.any_order import AnyOrderObjective, draw_steps, random_orders
 from anyorder.errors import ConfigError
 from anyorder.objective import (
     BuildContext,
@@ -38,14 +37,15 @@ from anyorder.objective import (
     StepContext,
     mix_seed,
 )
+from anyorder_plugins.any_order.objective import AnyOrderObjective, draw_steps, random_orders
+from anyorder_plugins.ardm.budget import BudgetPlan, optimal_plan
 from anyorder_plugins.ardm.config import ARDMConfig
-from anyorder_plugins.ardm.policy import Policy, optimal_policy
 
 LN2 = math.log(2.0)
 
 
 class ARDM(AnyOrderObjective):
-    """Order-agnostic ARDM with an absorbing MASK value, D/(D-t) weighting and a step-budget policy."""
+    """Order-agnostic ARDM with an absorbing MASK value, D/(D-t) weighting and a step-budget plan."""
 
     Config = ARDMConfig
     config: ARDMConfig
@@ -106,7 +106,7 @@ class ARDM(AnyOrderObjective):
     def step_losses(self) -> np.ndarray:
         """L_t for t = 0..D-1 (nats per unknown variable); steps never seen are interpolated from their neighbours.
 
-        Raises ConfigError when no step has been seen (an untrained model has no policy).
+        Raises ConfigError when no step has been seen (an untrained model has no plan).
         """
         seen = self.step_seen.cpu().numpy()
         if not seen.any():
@@ -116,15 +116,15 @@ class ARDM(AnyOrderObjective):
         steps = np.arange(self.num_variables)
         return np.interp(steps, steps[seen], values[seen])
 
-    def policy(self, budget: int) -> Policy:
-        """The optimal policy for ``budget`` network calls (from the sorted per-step losses)."""
-        return optimal_policy(self.step_losses(), budget)
+    def plan(self, budget: int) -> BudgetPlan:
+        """The optimal step-budget plan for ``budget`` network calls (from the sorted per-step losses)."""
+        return optimal_plan(self.step_losses(), budget)
 
     def _intervals(self, budget: int) -> list[tuple[int, int]]:
         d = self.num_variables
         if budget == 0 or budget >= d:
             return [(s, s + 1) for s in range(d)]
-        return list(self.policy(budget).intervals())
+        return list(self.plan(budget).intervals())
 
     # -- likelihood --------------------------------------------------------------------------------------------------
 
@@ -137,19 +137,19 @@ class ARDM(AnyOrderObjective):
                                 "one per variable given the variables before it")
             out["steps"] = self.num_variables
         elif steps:
-            out["estimator"] = ("NLL of generation with the optimal policy for the step budget: for one uniform "
-                                "order per pass, the sum over the policy's intervals of the log-likelihood of the "
+            out["estimator"] = ("NLL of generation with the optimal plan for the step budget: for one uniform "
+                                "order per pass, the sum over the plan's intervals of the log-likelihood of the "
                                 "interval's variables given the variables before it")
             out["steps"] = steps
-            out["policy"] = list(self.policy(steps).steps)
+            out["plan"] = list(self.plan(steps).steps)
         else:
             out["estimator"] = "D/(D-t) ll(t, sigma) for one uniform (t, sigma) per pass: unbiased for E_sigma log " \
                                "p(x|sigma)"
             out["steps"] = self.num_variables
         return out
 
-    def _policy_ll(self, tokens: Tensor, sigma: Tensor, intervals: list[tuple[int, int]]) -> Tensor:
-        """log p(x | sigma, policy) [B]: each interval's variables scored from one call on the variables before."""
+    def _plan_ll(self, tokens: Tensor, sigma: Tensor, intervals: list[tuple[int, int]]) -> Tensor:
+        """log p(x | sigma, plan) [B]: each interval's variables scored from one call on the variables before."""
         total = torch.zeros(tokens.shape[0], device=tokens.device, dtype=torch.float64)
         for left, right in intervals:
             t = torch.full((tokens.shape[0],), left, device=tokens.device, dtype=torch.long)
@@ -168,7 +168,7 @@ class ARDM(AnyOrderObjective):
             generator = ctx.generator(batch_index, p, device=tokens.device)
             sigma = random_orders(b, d, generator=generator, device=tokens.device)
             if steps:  # a budget (D or more: the whole chain, one variable per call)
-                ll = self._policy_ll(tokens, sigma, self._intervals(steps))
+                ll = self._plan_ll(tokens, sigma, self._intervals(steps))
             else:
                 t = torch.randint(0, d, (b,), generator=generator, device=tokens.device)
                 ll = d * self._unknown_ll(tokens, sigma, t) / (d - t).float()
@@ -223,27 +223,27 @@ class ARDM(AnyOrderObjective):
         """Compress ``tokens`` [N, D] into the container ``path`` with rANS; returns a summary.
 
         One order sigma for all datapoints: the best (fewest ideal bits) of ``sigma_tries`` seeded draws, scored on
-        ``fit_tokens`` (training data). The policy is the optimal one for ``steps`` network calls (0: D).
+        ``fit_tokens`` (training data). The step-budget plan is the optimal one for ``steps`` network calls (0: D).
         """
         from anyorder_plugins.ardm import compression
 
         d = self.num_variables
         budget = steps if 0 < steps < d else d
-        policy = list(self.policy(budget).steps) if budget < d else list(range(d))
+        starts = list(self.plan(budget).steps) if budget < d else list(range(d))
         vocab = list(self.space.vocab_sizes) if self.space is not None else [self.mask_id] * d
         fn = self._coding_fn()
         best: tuple[float, int, Tensor] | None = None
         for k in range(max(1, sigma_tries)):
             sigma_seed = mix_seed(seed, 9173, k)
             sigma = random_orders(1, d, generator=torch.Generator().manual_seed(sigma_seed))[0]
-            bits = compression.ideal_bits(fn, fit_tokens, vocab, sigma, policy, batch_size=batch_size) \
+            bits = compression.ideal_bits(fn, fit_tokens, vocab, sigma, starts, batch_size=batch_size) \
                 if len(fit_tokens) else 0.0
             if best is None or bits < best[0]:
                 best = (bits, sigma_seed, sigma)
         assert best is not None
         _, sigma_seed, sigma = best
-        ideal = compression.ideal_bits(fn, tokens, vocab, sigma, policy, batch_size=batch_size)
-        header, words = compression.compress(fn, tokens, vocab, sigma, policy, batch_size=batch_size,
+        ideal = compression.ideal_bits(fn, tokens, vocab, sigma, starts, batch_size=batch_size)
+        header, words = compression.compress(fn, tokens, vocab, sigma, starts, batch_size=batch_size,
                                              model_hash=self.model_hash(), sigma_seed=sigma_seed)
         compression.write_container(path, header, words)
         size_bits = 8 * path.stat().st_size

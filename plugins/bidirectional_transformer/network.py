@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from anyorder.network import AnyOrderNetwork, NetworkIO
+from anyorder.network import NetworkIO
+from anyorder_plugins.any_order.network import AnyOrderNetwork
 from anyorder_plugins.bidirectional_transformer.config import BidirectionalTransformerConfig
 from anyorder_plugins.transformer.layers import TransformerBlock, init_transformer_weights
 

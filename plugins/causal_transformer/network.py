@@ -180,6 +180,8 @@ class CausalTransformer(CausalNetwork):
         """
         batch, length = tokens.shape
         self._check_condition(condition, batch)
+        x: Tensor | None
+        rope: Rope | None
         if self.prefix_len and cache.length == 0:
             assert condition is not None
             x, rope, attn_mask = self._with_prefix(tokens, positions, attn_mask, condition, 0)
@@ -190,7 +192,7 @@ class CausalTransformer(CausalNetwork):
                 if attn_mask is not None:
                     seen = torch.ones(*attn_mask.shape[:-1], self.prefix_len, dtype=torch.bool, device=tokens.device)
                     attn_mask = torch.cat([seen, attn_mask], dim=-1)
-            x = rope = None  # embedded below, once the cache is checked
+            x, rope = None, None  # embedded below, once the cache is checked
         start, end = cache.length, cache.length + length
         if len(cache.keys) != len(self.blocks):
             raise ValueError(f"cache has {len(cache.keys)} layers, this network {len(self.blocks)}")

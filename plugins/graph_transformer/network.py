@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyorder.network import AnyOrderNetwork, NetworkIO
+from anyorder.network import NetworkIO
+from anyorder_plugins.any_order.network import AnyOrderNetwork
 from anyorder_plugins.bidirectional_transformer.network import sinusoidal_features
 from anyorder_plugins.graph_transformer.config import GraphTransformerConfig
 from anyorder_plugins.transformer.layers import MLP, SelfAttention, init_transformer_weights

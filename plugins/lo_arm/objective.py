@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from anyorder.any_order import AnyOrderObjective, draw_steps
-from anyorder.network import AnyOrderNetwork, NetworkIO
+from anyorder.network import NetworkIO
 from anyorder.objective import (
     BuildContext,
     EvalContext,
@@ -41,6 +40,8 @@ from anyorder.objective import (
     Samples,
     StepContext,
 )
+from anyorder_plugins.any_order.network import AnyOrderNetwork
+from anyorder_plugins.any_order.objective import AnyOrderObjective, draw_steps
 from anyorder_plugins.lo_arm.config import LOARMConfig
 
 LN2 = math.log(2.0)

@@ -230,13 +230,16 @@ class MarkovDataModule(DiscreteDataModule):
         * ``sequence_entropy_nats_per_token``: the source's expected NLL per token over sequences of this length,
           first tokens included (an expectation over sequences: the best achievable expected NLL).
         * ``source_nll_nats_per_token_<split>``: the source's exact NLL per token on that split's sequences
-          themselves (what a perfect model scores on exactly those sequences); once the splits are built.
+          themselves (what a perfect model scores on exactly those sequences); for every non-empty split (this
+          builds the splits when they are not built yet).
         """
         out = {
             "entropy_rate_nats": self.chain.entropy_rate(),
             "stationary_entropy_nats": self.chain.stationary_entropy(),
             "sequence_entropy_nats_per_token": self.chain.sequence_entropy_per_token(self.config.length),
         }
+        if self._source_nll is None:
+            self.setup()  # build() computes the values from the split tokens
         for split, value in (self._source_nll or {}).items():
             out[f"source_nll_nats_per_token_{split}"] = value
         return out

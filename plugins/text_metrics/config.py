@@ -35,7 +35,8 @@ class DistinctNgramsConfig(PluginConfig):
 
 @dataclass
 class NgramDivergenceConfig(PluginConfig):
-    """n-gram statistics of the samples against text of a reference split (held-out text by default).
+    """Jensen-Shannon n-gram metric: n-gram statistics of the samples against text of a reference split (held-out text
+    by default).
 
     The samples and the reference datapoints are read as strings and cut into words (``whitespace``) or characters;
     n-grams never cross a datapoint boundary. For each ``n`` it reports, with u = ``char`` or ``word``:
@@ -47,7 +48,7 @@ class NgramDivergenceConfig(PluginConfig):
     Both depend on the number of samples and the size of the reference: compare models at equal sample counts.
     """
 
-    implementation: ClassVar[Any] = "anyorder_plugins.text_metrics.divergence:NgramDivergence"
+    implementation: ClassVar[Any] = "anyorder_plugins.text_metrics.jensen_shannon:NgramDivergence"
 
     n: list[int] = opt([1, 2, 3, 4], "the n-gram orders to report, each >= 1")
     tokenize: str = opt("char", "units of an n-gram: char | whitespace (words)", choices=TOKENIZERS)

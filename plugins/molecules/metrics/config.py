@@ -2,7 +2,7 @@
 
 Every metric receives the decoded samples (``str | Chem.Mol | None``) and counts None / unparsable / unsanitizable
 samples as invalid, dividing by ALL samples. Reference sets come from the datamodule's ``reference_smiles(split)``.
-The definitions live in :mod:`anyorder_plugins.molecules.metrics.core`.
+The definitions live in :mod:`anyorder_plugins.molecules.metrics.scoring`.
 """
 
 from __future__ import annotations

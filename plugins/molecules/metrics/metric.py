@@ -1,4 +1,4 @@
-"""The molecule metric plugins: torchmetrics states over the definitions of :mod:`.core`, correct under DDP.
+"""The molecule metric plugins: torchmetrics states over the definitions of :mod:`.scoring`, correct under DDP.
 
 Every state is per-sample data or a sum, reduced by concatenation or summation, so ``compute`` after the ranks'
 states are gathered sees exactly what one process would have seen:
@@ -32,7 +32,7 @@ from torch import Tensor
 from torchmetrics.utilities import dim_zero_cat
 
 from anyorder.metrics import SampleMetric
-from anyorder_plugins.molecules.metrics import core, reference
+from anyorder_plugins.molecules.metrics import reference, scoring
 from anyorder_plugins.molecules.metrics.config import (
     FCDConfig,
     MolNoveltyConfig,
@@ -54,7 +54,7 @@ def _cat(state: Any, dtype: torch.dtype, width: int | None = None) -> Tensor:
 
 
 def _hashes(smiles: Sequence[str]) -> list[int]:
-    return [core.stable_hash(s) for s in smiles]
+    return [scoring.stable_hash(s) for s in smiles]
 
 
 _LAST_PARSE: list[Any] = []
@@ -70,8 +70,8 @@ def _parse(samples: Sequence[Any]) -> tuple[list[Any], list[str]]:
     if _LAST_PARSE and _LAST_PARSE[0] is samples and len(_LAST_PARSE[1]) == len(samples) and all(
             a is b for a, b in zip(_LAST_PARSE[1], samples, strict=True)):
         return _LAST_PARSE[2]
-    mols = [core.to_mol(s) for s in samples]
-    smiles = [core.canonical_from(s, m) for s, m in zip(samples, mols, strict=True) if m is not None]
+    mols = [scoring.to_mol(s) for s in samples]
+    smiles = [scoring.canonical_from(s, m) for s, m in zip(samples, mols, strict=True) if m is not None]
     _LAST_PARSE[:] = [samples, list(samples), (mols, smiles)]
     return mols, smiles
 
@@ -130,16 +130,16 @@ class MolValidity(MoleculeMetric):
         super().__init__(config, datamodule)
         for name in ("count", "valid", "connected", "corrected"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self._correct_fn = core.default_correct_fn() if config.corrected else None
+        self._correct_fn = scoring.default_correct_fn() if config.corrected else None
 
     def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
         """Count the samples, the valid ones, the valid single-fragment ones (and the correctable ones)."""
         valid, _ = self._valid(samples)
         self.count += len(samples)
         self.valid += len(valid)
-        self.connected += sum(1 for m in valid if core.num_fragments(m) == 1)
+        self.connected += sum(1 for m in valid if scoring.num_fragments(m) == 1)
         if self._correct_fn is not None:
-            self.corrected += sum(1 for s in samples if core.corrected_valid(s, self._correct_fn))
+            self.corrected += sum(1 for s in samples if scoring.corrected_valid(s, self._correct_fn))
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """Rates over all samples (0 when there is no sample)."""
@@ -209,23 +209,23 @@ class FCD(MoleculeMetric):
     def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
         """Add the ChemNet activations of the valid samples' canonical SMILES."""
         _, smiles = self._valid(samples)
-        act = core.chemnet_activations(smiles, int(self.config.batch_size), self._chemnet_device())
+        act = scoring.chemnet_activations(smiles, int(self.config.batch_size), self._chemnet_device())
         self.activations.append(torch.from_numpy(act).to(self.device))
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """The Fréchet distance between the Gaussian fits of the samples' and the reference's activations."""
         def build(smiles: list[str]) -> reference.Arrays:
-            canon = [core.canonical_strict(s) for s in smiles]
-            act = core.chemnet_activations(canon, int(self.config.batch_size), self._chemnet_device())
-            return core.gaussian_stats(act)
+            canon = [scoring.canonical_strict(s) for s in smiles]
+            act = scoring.chemnet_activations(canon, int(self.config.batch_size), self._chemnet_device())
+            return scoring.gaussian_stats(act)
 
         # ChemNet's float32 activations differ slightly between a CPU and an accelerator: separate statistics.
         ref = self._reference(("stats", torch.device(self._chemnet_device()).type), build, self.config.reference_split)
         act = _cat(self.activations, torch.float32, 512).cpu().numpy()
         value = float("nan")
         if act.shape[0] >= 2:
-            gen = core.gaussian_stats(act)
-            value = core.frechet_distance(gen["mu"], gen["sigma"], ref["mu"], ref["sigma"])
+            gen = scoring.gaussian_stats(act)
+            value = scoring.frechet_distance(gen["mu"], gen["sigma"], ref["mu"], ref["sigma"])
         return {"fcd": torch.tensor(value, dtype=torch.float64)}
 
 
@@ -247,7 +247,7 @@ class NSPDK(MoleculeMetric):
     def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
         """Add the summed feature vectors of the valid samples (aggregated per update: sums are associative)."""
         mols, _ = self._valid(samples)
-        uniq, sums, count = core.nspdk_sum(mols, int(self.config.radius), int(self.config.distance))
+        uniq, sums, count = scoring.nspdk_sum(mols, int(self.config.radius), int(self.config.distance))
         self.ids.append(torch.from_numpy(uniq.astype(np.int64)).to(self.device))
         self.values.append(torch.from_numpy(sums.astype(np.float64)).to(self.device))
         self.count += count
@@ -257,7 +257,7 @@ class NSPDK(MoleculeMetric):
         radius, distance = int(self.config.radius), int(self.config.distance)
 
         def build(smiles: list[str]) -> reference.Arrays:
-            ids, values, _ = core.nspdk_mean(_reference_mols(smiles), radius, distance)
+            ids, values, _ = scoring.nspdk_mean(_reference_mols(smiles), radius, distance)
             return {"ids": ids, "values": values}
 
         stored = self._reference((radius, distance), build, self.config.reference_split)
@@ -267,7 +267,7 @@ class NSPDK(MoleculeMetric):
         if count:
             ids = _cat(self.ids, torch.int64).cpu().numpy()
             values = _cat(self.values, torch.float64).cpu().numpy()
-            value = core.mmd_linear(core.mean_embedding(ids, values, count), ref)
+            value = scoring.mmd_linear(scoring.mean_embedding(ids, values, count), ref)
         return {"nspdk_mmd": torch.tensor(value, dtype=torch.float64)}
 
 
@@ -290,20 +290,20 @@ class MolProperties(MoleculeMetric):
     def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
         """Add the SA score and QED of each valid sample."""
         _, smiles = self._valid(samples)
-        sas, qed = core.sas_qed(smiles, self._workers())
+        sas, qed = scoring.sas_qed(smiles, self._workers())
         self.sas.append(torch.from_numpy(sas).to(self.device))
         self.qed.append(torch.from_numpy(qed).to(self.device))
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """``sas_mean``, ``sas_w1``, ``sas_mean_diff``, ``qed_mean``, ``qed_w1``, ``qed_mean_diff``."""
         def build(smiles: list[str]) -> reference.Arrays:
-            sas, qed = core.sas_qed(smiles, self._workers())
+            sas, qed = scoring.sas_qed(smiles, self._workers())
             return {"sas": sas, "qed": qed}
 
         ref = self._reference("values", build, self.config.reference_split)
         out: dict[str, float] = {}
-        out.update(core.property_distances(_cat(self.sas, torch.float64).cpu().numpy(), ref["sas"], "sas"))
-        out.update(core.property_distances(_cat(self.qed, torch.float64).cpu().numpy(), ref["qed"], "qed"))
+        out.update(scoring.property_distances(_cat(self.sas, torch.float64).cpu().numpy(), ref["sas"], "sas"))
+        out.update(scoring.property_distances(_cat(self.qed, torch.float64).cpu().numpy(), ref["qed"], "qed"))
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
 
 
@@ -325,9 +325,9 @@ class MolTypeDistributions(MoleculeMetric):
     def update(self, samples: Sequence[Any]) -> None:  # type: ignore[override]
         """Add (hashed type, count) pairs of the valid samples' atoms and bonds."""
         mols, _ = self._valid(samples)
-        atoms, bonds = core.type_histograms(mols)
+        atoms, bonds = scoring.type_histograms(mols)
         for prefix, hist in (("atom", atoms), ("bond", bonds)):
-            keys = [core.stable_hash(k) for k in hist]
+            keys = [scoring.stable_hash(k) for k in hist]
             getattr(self, f"{prefix}_keys").append(torch.tensor(keys, dtype=torch.int64, device=self.device))
             getattr(self, f"{prefix}_counts").append(
                 torch.tensor(list(hist.values()), dtype=torch.float64, device=self.device))
@@ -336,8 +336,8 @@ class MolTypeDistributions(MoleculeMetric):
         """Total variation per histogram (NaN when either side is empty)."""
         def build(smiles: list[str]) -> reference.Arrays:
             out: reference.Arrays = {}
-            for prefix, hist in zip(("atom", "bond"), core.type_histograms(_reference_mols(smiles)), strict=True):
-                out[f"{prefix}_keys"] = np.array([core.stable_hash(k) for k in hist], dtype=np.int64)
+            for prefix, hist in zip(("atom", "bond"), scoring.type_histograms(_reference_mols(smiles)), strict=True):
+                out[f"{prefix}_keys"] = np.array([scoring.stable_hash(k) for k in hist], dtype=np.int64)
                 out[f"{prefix}_counts"] = np.array(list(hist.values()), dtype=np.float64)
             return out
 
@@ -351,5 +351,5 @@ class MolTypeDistributions(MoleculeMetric):
             hist: Counter[int] = Counter()
             for k, c in zip(keys, counts, strict=True):
                 hist[k] += c
-            out[f"{prefix}_type_tv"] = torch.tensor(core.total_variation(hist, ref), dtype=torch.float64)
+            out[f"{prefix}_type_tv"] = torch.tensor(scoring.total_variation(hist, ref), dtype=torch.float64)
         return out

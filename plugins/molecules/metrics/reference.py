@@ -7,7 +7,7 @@ compute them, so they are stored under a digest of exactly those:
 
 * the metric's name and its option key (e.g. NSPDK's radius and distance), the split name;
 * the SHA-256 of the reference SMILES, in order;
-* the versions of RDKit, numpy and fcd_torch, and the SHA-256 of the metric definitions (``core.py``).
+* the versions of RDKit, numpy and fcd_torch, and the SHA-256 of the metric definitions (``scoring.py``).
 
 A changed reference set, option, package or definition gives a new file; nothing is ever invalidated by hand.
 Files are ``.npz`` archives of plain numeric arrays, read with ``allow_pickle=False`` (a file cannot run code),
@@ -61,11 +61,11 @@ def _version(package: str) -> str:
 
 @lru_cache(maxsize=1)
 def code_digest() -> str:
-    """SHA-256 of the metric definitions (``core.py``) and of this file's format."""
-    from anyorder_plugins.molecules.metrics import core
+    """SHA-256 of the metric definitions (``scoring.py``) and of this file's format."""
+    from anyorder_plugins.molecules.metrics import scoring
 
     digest = hashlib.sha256(b"reference-store-v1\x00")
-    digest.update(Path(core.__file__).read_bytes())
+    digest.update(Path(scoring.__file__).read_bytes())
     return digest.hexdigest()
 
 

@@ -1,10 +1,10 @@
 """``anyorder orders``: draw samples of an any-order run with their generation orders, and picture the orders.
 
-An objective that records generation orders returns ``extras["order"]`` [B, D] with its samples: entry d is the step
-(0..D-1) at which variable d was generated. This module draws N samples, writes the tokens and orders
-(``orders.npz``), the samples' text form (``samples.txt``), the dataset's pictures of the orders (the DataModule's
-``render_orders`` hook; none for datasets without a layout) and a protocol (``orders.json``), and logs the pictures
-to the run's logger.
+An objective that records generation orders returns ``extras["order"]`` [B, D] with its samples (the key is
+:data:`anyorder.sampling.ORDER_KEY`): entry d is the step (0..D-1) at which variable d was generated. This module
+draws N samples, writes the tokens and orders (``orders.npz``), the samples' text form (``samples.txt``), the
+dataset's pictures of the orders (the DataModule's ``render_orders`` hook; none for datasets without a layout) and a
+protocol (``orders.json``), and logs the pictures to the run's logger.
 """
 
 from __future__ import annotations
@@ -12,24 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from anyorder.atomic import write_json, write_text, write_with
+from anyorder.atomic import write_json, write_text
 from anyorder.errors import AnyorderError, ConfigError
-
-ORDER_KEY = "order"
-"""The key of the generation orders in ``Samples.extras`` (and in the ``extras`` of ``predict_step`` results)."""
+from anyorder.sampling import ORDER_KEY, log_pictures, picture_keys, save_orders
 
 SEED_STREAM = 0x0D
 """Mixed with the run's seed into the seed of ``anyorder orders`` (a stream of its own, apart from training's)."""
-
-
-def save_orders(path: Path, tokens: torch.Tensor, orders: torch.Tensor, lengths: torch.Tensor) -> None:
-    """Write ``tokens``, ``orders`` and ``lengths`` as int64 arrays to the ``.npz`` file ``path`` (atomically; plain
-    arrays, so ``np.load`` reads it without pickle)."""
-    t, o, n = (x.long().cpu().numpy() for x in (tokens, orders, lengths))
-    write_with(path, lambda f: np.savez(f, tokens=t, orders=o, lengths=n))
 
 
 def check_orders(objective: str, extras: dict[str, Any], tokens: torch.Tensor) -> torch.Tensor:
@@ -43,30 +33,6 @@ def check_orders(objective: str, extras: dict[str, Any], tokens: torch.Tensor) -
         raise AnyorderError(f"objective {objective!r} recorded orders of shape {tuple(orders.shape)} for samples of "
                             f"shape {tuple(tokens.shape)}; they must match")
     return orders.long()
-
-
-def log_pictures(cfg: Any, run_dir: Path, step: int, pictures: dict[str, Path], logger: Any = None) -> None:
-    """Log the picture files (``{key: path}``) to ``logger``, else to the run's own logger (built and finished
-    here); a CSV logger keeps them on disk only."""
-    from anyorder.loggers import build_logger, finish, log_image
-
-    if not pictures:
-        return
-    own = logger is None
-    if own:
-        logger = build_logger(cfg, run_dir)
-    try:
-        if logger:
-            for key, path in pictures.items():
-                log_image(logger, key, path, step)
-    finally:
-        if own:
-            finish(logger)
-
-
-def picture_keys(prefix: str, stem: Path, paths: list[Path]) -> dict[str, Path]:
-    """Logger keys of the pictures written from ``stem``: ``<prefix>/<what>`` for ``<stem>-<what>.png``."""
-    return {f"{prefix}/{p.stem[len(stem.name) + 1:] or p.stem}": p for p in paths}
 
 
 def orders_run(run_dir: str | Path, *, num: int = 64, out: str | Path | None = None, which: str = "last",

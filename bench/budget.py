@@ -1,17 +1,17 @@
-"""OA-ARDM policy benchmark: how long the optimal-policy dynamic programme takes, and what it saves over a naive policy.
+"""OA-ARDM step-budget plan benchmark: time of the optimal-plan dynamic programme, and its saving over a naive plan.
 
-Times :func:`anyorder_plugins.ardm.policy.optimal_policy` (wall clock, median of ``--repeats`` runs after one
+Times :func:`anyorder_plugins.ardm.budget.optimal_plan` (wall clock, median of ``--repeats`` runs after one
 warm-up run) for ``D = 1000`` with a budget of 50 calls, and for ``D = 3072`` (a 32x32x3 CIFAR-10 image) with budgets
 of 50 and 100 calls. The DP is ``O(D^2 B)`` time in pure numpy on one core.
 
-It also prints, for each size and budget, the ratio of the optimal policy's expected cost to that of the naive,
-evenly spaced policy (:func:`naive_policy`), on two synthetic decreasing loss curves (nats per unknown variable
+It also prints, for each size and budget, the ratio of the optimal plan's expected cost to that of the naive,
+evenly spaced plan (:func:`naive_plan`), on two synthetic decreasing loss curves (nats per unknown variable
 at step ``t``): ``exp``, ``3 exp(-5 t / D) + 0.05`` (steep at the start, as when the first variables are the
 hardest), and ``linear``, ``2 (1 - t / D) + 0.1``. A ratio below 1 is what the DP saves; with ``B = D`` both are 1.
 
 Run from the repository root::
 
-    python bench/policy.py [--repeats 5]
+    python bench/budget.py [--repeats 5]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from anyorder_plugins.ardm.policy import naive_policy, optimal_policy, policy_cost
+from anyorder_plugins.ardm.budget import naive_plan, optimal_plan, plan_cost
 
 CURVES: dict[str, Callable[[int], np.ndarray]] = {
     "exp": lambda num: 3.0 * np.exp(-5.0 * np.arange(num) / num) + 0.05,
@@ -35,13 +35,13 @@ CASES = [(1000, 50), (3072, 50), (3072, 100)]
 """``(D, budget)`` pairs that are timed."""
 
 
-def time_policy(loss: np.ndarray, budget: int, repeats: int) -> float:
-    """Median wall-clock seconds of ``optimal_policy(loss, budget)`` over ``repeats`` runs, after one warm-up."""
-    optimal_policy(loss, budget)
+def time_plan(loss: np.ndarray, budget: int, repeats: int) -> float:
+    """Median wall-clock seconds of ``optimal_plan(loss, budget)`` over ``repeats`` runs, after one warm-up."""
+    optimal_plan(loss, budget)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        optimal_policy(loss, budget)
+        optimal_plan(loss, budget)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -54,11 +54,11 @@ def main() -> None:
 
     print(f"{'D':>5} {'budget':>6} {'median s':>9} " + " ".join(f"{name + ' opt/naive':>17}" for name in CURVES))
     for num, budget in CASES:
-        seconds = time_policy(CURVES["exp"](num), budget, args.repeats)
+        seconds = time_plan(CURVES["exp"](num), budget, args.repeats)
         ratios = []
         for make in CURVES.values():
             loss = make(num)
-            ratios.append(optimal_policy(loss, budget).cost / policy_cost(loss, naive_policy(num, budget)))
+            ratios.append(optimal_plan(loss, budget).cost / plan_cost(loss, naive_plan(num, budget)))
         print(f"{num:>5} {budget:>6} {seconds:>9.3f} " + " ".join(f"{ratio:>17.5f}" for ratio in ratios))
 
 

@@ -67,8 +67,8 @@ def compress_run(run_dir: str | Path, inp: str | Path | None, out: str | Path, *
         raise AnyorderError(f"--mode single codes one datapoint; the input has {tokens.shape[0]} (use --mode dataset)")
     fit = data.splits.train.tokens[:fit_size]
     summary = restored.module.objective.compress_to(Path(out), tokens.long(), fit_tokens=fit.long(), steps=steps,
-                                         batch_size=1 if mode == "single" else batch_size, sigma_tries=sigma_tries,
-                                         seed=int(restored.cfg.seed))
+                                                    batch_size=1 if mode == "single" else batch_size,
+                                                    sigma_tries=sigma_tries, seed=int(restored.cfg.seed))
     source = (str(inp) if inp else f"split {split}") + (f", first {limit}" if limit else "")
     summary.update({"mode": mode, "source": source, "run": str(restored.run_dir),
                     "checkpoint": str(restored.checkpoint.relative_to(restored.run_dir)), "step": restored.step})

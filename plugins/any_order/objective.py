@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anyorder.errors import ConfigError
-from anyorder.network import AnyOrderNetwork, NetworkIO
+from anyorder.network import NetworkIO
 from anyorder.objective import BuildContext, Objective
+from anyorder_plugins.any_order.network import AnyOrderNetwork
 
 
 def random_orders(batch: int, num_variables: int, *, generator: torch.Generator | None = None,

@@ -1,4 +1,4 @@
-"""OA-ARDM parallel-generation policies: the dynamic programme against brute force, edge budgets and bad inputs."""
+"""OA-ARDM step-budget plans: the dynamic programme against brute force, edge budgets and bad inputs."""
 
 from __future__ import annotations
 
@@ -10,23 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anyorder_plugins.ardm.policy import (
-    Policy,
+from anyorder_plugins.ardm.budget import (
+    BudgetPlan,
     monotone_components,
-    naive_policy,
-    optimal_policy,
-    policy_cost,
+    naive_plan,
+    optimal_plan,
+    plan_cost,
 )
 
 
 def _brute_cost(loss: list[float], steps: tuple[int, ...]) -> float:
-    """Cost of a policy written out interval by interval (independently of policy_cost)."""
+    """Cost of a plan written out interval by interval (independently of plan_cost)."""
     bounds = [*steps, len(loss)]
     return math.fsum((bounds[i + 1] - bounds[i]) * loss[bounds[i]] for i in range(len(steps)))
 
 
 def _brute_minimum(loss: list[float], budget: int) -> float:
-    """Least cost over every policy with exactly ``budget`` start steps (0 plus budget - 1 of 1 .. D-1)."""
+    """Least cost over every plan with exactly ``budget`` start steps (0 plus budget - 1 of 1 .. D-1)."""
     num = len(loss)
     return min(_brute_cost(loss, (0, *rest)) for rest in itertools.combinations(range(1, num), budget - 1))
 
@@ -55,63 +55,63 @@ def _at_most(a: float, b: float) -> bool:
 
 
 @pytest.mark.parametrize("index", range(len(CURVES)))
-def test_optimal_policy_matches_brute_force_on_sorted_curve(index: int) -> None:
+def test_optimal_plan_matches_brute_force_on_sorted_curve(index: int) -> None:
     loss = CURVES[index]
     ordered = np.sort(loss)[::-1].tolist()
     for budget in range(1, len(loss) + 1):
-        policy = optimal_policy(loss, budget)
-        assert _close(policy.cost, _brute_minimum(ordered, budget)), (loss, budget, policy)
-        assert policy_cost(ordered, policy.steps) == policy.cost
-        assert _close(_brute_cost(ordered, policy.steps), policy.cost)
-        assert (policy.budget, policy.num_variables, len(policy.steps)) == (budget, len(loss), budget)
+        plan = optimal_plan(loss, budget)
+        assert _close(plan.cost, _brute_minimum(ordered, budget)), (loss, budget, plan)
+        assert plan_cost(ordered, plan.steps) == plan.cost
+        assert _close(_brute_cost(ordered, plan.steps), plan.cost)
+        assert (plan.budget, plan.num_variables, len(plan.steps)) == (budget, len(loss), budget)
 
 
 @pytest.mark.parametrize("index", range(len(CURVES)))
-def test_unsorted_optimal_policy_matches_brute_force_on_curve_as_given(index: int) -> None:
+def test_unsorted_optimal_plan_matches_brute_force_on_curve_as_given(index: int) -> None:
     loss = CURVES[index]
     for budget in range(1, len(loss) + 1):
-        policy = optimal_policy(loss, budget, sort=False)
-        assert _close(policy.cost, _brute_minimum(loss.tolist(), budget)), (loss, budget, policy)
-        assert policy_cost(loss, policy.steps) == policy.cost
+        plan = optimal_plan(loss, budget, sort=False)
+        assert _close(plan.cost, _brute_minimum(loss.tolist(), budget)), (loss, budget, plan)
+        assert plan_cost(loss, plan.steps) == plan.cost
 
 
 def test_sort_matters_on_a_non_monotone_curve() -> None:
     # Cheap steps early, the expensive one last: used as given, one call at step 0 is cheapest; sorted, it is not.
     loss = np.array([0.0, 0.0, 0.0, 9.0])
-    assert optimal_policy(loss, 2, sort=False).cost == 0.0
-    assert optimal_policy(loss, 2).cost == 9.0  # sorted: [9, 0, 0, 0], the best policy is (0, 1)
-    assert optimal_policy(loss, 2).steps == (0, 1)
+    assert optimal_plan(loss, 2, sort=False).cost == 0.0
+    assert optimal_plan(loss, 2).cost == 9.0  # sorted: [9, 0, 0, 0], the best plan is (0, 1)
+    assert optimal_plan(loss, 2).steps == (0, 1)
 
 
 @pytest.mark.parametrize("num", [1, 2, 5, 37])
 def test_full_budget_and_single_call(num: int) -> None:
     loss = np.sort(np.random.default_rng(num).exponential(size=num))[::-1]
-    full = optimal_policy(loss, num)
+    full = optimal_plan(loss, num)
     assert full.steps == tuple(range(num))
     assert math.isclose(full.cost, math.fsum(loss), rel_tol=1e-12)
     assert list(full.intervals()) == [(t, t + 1) for t in range(num)]
-    single = optimal_policy(loss, 1)
+    single = optimal_plan(loss, 1)
     assert single.steps == (0,)
     assert math.isclose(single.cost, num * loss[0], rel_tol=1e-12)
     assert list(single.intervals()) == [(0, num)]
 
 
 def test_ties_pick_the_earliest_start_steps_deterministically() -> None:
-    # On a constant curve every policy costs the same; the DP keeps the earliest predecessor at each step.
+    # On a constant curve every plan costs the same; the DP keeps the earliest predecessor at each step.
     for budget in range(1, 8):
-        first = optimal_policy(np.ones(7), budget)
+        first = optimal_plan(np.ones(7), budget)
         assert first.steps == tuple(range(budget))
-        assert first == optimal_policy(np.ones(7), budget)
+        assert first == optimal_plan(np.ones(7), budget)
 
 
 def test_large_problem_is_consistent() -> None:
     num = 400
     loss = 3.0 * np.exp(-5.0 * np.arange(num) / num) + 0.05
-    costs = [optimal_policy(loss, b).cost for b in (1, 5, 20, 80, 400)]
+    costs = [optimal_plan(loss, b).cost for b in (1, 5, 20, 80, 400)]
     assert all(a >= b for a, b in itertools.pairwise(costs))
-    policy = optimal_policy(loss, 20)
-    assert policy.cost <= policy_cost(loss, naive_policy(num, 20))
-    assert policy_cost(loss, policy.steps) == policy.cost
+    plan = optimal_plan(loss, 20)
+    assert plan.cost <= plan_cost(loss, naive_plan(num, 20))
+    assert plan_cost(loss, plan.steps) == plan.cost
 
 
 @settings(max_examples=40, deadline=None)
@@ -124,31 +124,31 @@ def test_budget_monotonicity_and_never_worse_than_naive(loss: list[float], data:
     ordered = monotone_components(loss)
     costs = []
     for budget in range(1, num + 1):
-        policy = optimal_policy(loss, budget)
-        steps = np.asarray(policy.steps)
+        plan = optimal_plan(loss, budget)
+        steps = np.asarray(plan.steps)
         assert steps[0] == 0 and np.all(np.diff(steps) > 0) and steps[-1] <= num - 1
-        intervals = list(policy.intervals())
+        intervals = list(plan.intervals())
         assert intervals[0][0] == 0 and intervals[-1][1] == num
         assert all(left < right for left, right in intervals)
-        naive = naive_policy(num, budget)
-        assert _at_most(policy.cost, policy_cost(ordered, naive))
-        costs.append(policy.cost)
+        naive = naive_plan(num, budget)
+        assert _at_most(plan.cost, plan_cost(ordered, naive))
+        costs.append(plan.cost)
     # More calls never cost more (descending components: splitting an interval can only lower its cost).
     assert all(_at_most(later, earlier) for earlier, later in itertools.pairwise(costs))
     budget = data.draw(st.integers(1, num))
-    assert _at_most(optimal_policy(loss, budget, sort=False).cost, policy_cost(loss, naive_policy(num, budget)))
+    assert _at_most(optimal_plan(loss, budget, sort=False).cost, plan_cost(loss, naive_plan(num, budget)))
 
 
 @pytest.mark.parametrize("num", [1, 2, 3, 7, 10, 99, 1000, 3072])
-def test_naive_policy_is_evenly_spaced_and_strictly_increasing(num: int) -> None:
+def test_naive_plan_is_evenly_spaced_and_strictly_increasing(num: int) -> None:
     for budget in sorted({1, 2, 3, num // 3, num // 2, num - 1, num} & set(range(1, num + 1))):
-        steps = naive_policy(num, budget)
+        steps = naive_plan(num, budget)
         assert len(steps) == budget and steps[0] == 0 and steps[-1] <= num - 1
         assert all(b > a for a, b in itertools.pairwise(steps))
         widths = np.diff([*steps, num])
         assert widths.max() - widths.min() <= 1
-    assert naive_policy(10, 5) == (0, 2, 4, 6, 8)
-    assert naive_policy(num, num) == tuple(range(num))
+    assert naive_plan(10, 5) == (0, 2, 4, 6, 8)
+    assert naive_plan(num, num) == tuple(range(num))
 
 
 def test_monotone_components_sorts_a_copy() -> None:
@@ -159,26 +159,26 @@ def test_monotone_components_sorts_a_copy() -> None:
     assert monotone_components([1, 2]).dtype == np.float64
 
 
-def test_policy_is_frozen() -> None:
-    policy = optimal_policy([2.0, 1.0], 1)
-    assert isinstance(policy, Policy)
+def test_plan_is_frozen() -> None:
+    plan = optimal_plan([2.0, 1.0], 1)
+    assert isinstance(plan, BudgetPlan)
     with pytest.raises(AttributeError):
-        policy.cost = 0.0  # type: ignore[misc]
+        plan.cost = 0.0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("budget", [0, -1, 4, 100])
 def test_budget_out_of_range(budget: int) -> None:
     with pytest.raises(ValueError, match=rf"budget.*{budget}") as info:
-        optimal_policy([3.0, 2.0, 1.0], budget)
+        optimal_plan([3.0, 2.0, 1.0], budget)
     assert "3" in str(info.value)
     with pytest.raises(ValueError, match="budget"):
-        naive_policy(3, budget)
+        naive_plan(3, budget)
 
 
 @pytest.mark.parametrize("budget", [1.5, "2", True])
 def test_budget_must_be_an_integer(budget: object) -> None:
     with pytest.raises(ValueError, match="integer"):
-        optimal_policy([3.0, 2.0, 1.0], budget)  # type: ignore[arg-type]
+        optimal_plan([3.0, 2.0, 1.0], budget)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -195,15 +195,15 @@ def test_bad_components(loss: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         monotone_components(loss)
     with pytest.raises(ValueError, match=message):
-        optimal_policy(loss, 1)
+        optimal_plan(loss, 1)
     with pytest.raises(ValueError, match=message):
-        optimal_policy(loss, 1, sort=False)
+        optimal_plan(loss, 1, sort=False)
     with pytest.raises(ValueError, match=message):
-        policy_cost(loss, [0])
+        plan_cost(loss, [0])
 
 
 @pytest.mark.parametrize(
-    ("policy", "message"),
+    ("plan", "message"),
     [
         ([], "non-empty"),
         ([1, 2], "start at step 0"),
@@ -214,11 +214,11 @@ def test_bad_components(loss: list[float], message: str) -> None:
         ([[0, 1]], "1-D"),
     ],
 )
-def test_malformed_policy(policy: list[object], message: str) -> None:
+def test_malformed_plan(plan: list[object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        policy_cost([4.0, 3.0, 2.0, 1.0], policy)
+        plan_cost([4.0, 3.0, 2.0, 1.0], plan)
 
 
-def test_policy_cost_uses_components_as_given() -> None:
-    assert policy_cost([1.0, 5.0, 2.0], [0, 1]) == 1.0 + 2 * 5.0
-    assert policy_cost(np.array([1.0, 5.0, 2.0]), np.array([0, 2])) == 2 * 1.0 + 2.0
+def test_plan_cost_uses_components_as_given() -> None:
+    assert plan_cost([1.0, 5.0, 2.0], [0, 1]) == 1.0 + 2 * 5.0
+    assert plan_cost(np.array([1.0, 5.0, 2.0]), np.array([0, 2])) == 2 * 1.0 + 2.0

@@ -1,4 +1,5 @@
-"""The ``ngram_divergence`` metric: how far the n-gram statistics of samples are from those of reference text.
+"""The ``ngram_divergence`` metric: the Jensen-Shannon divergence of the n-gram statistics of samples from those of
+reference text, and the share of the samples' n-grams seen in it.
 
 The reference n-grams are counted once, when the metric is built, from the decoded datapoints of a split of the
 run's datamodule. Sample n-grams are kept as 64-bit hashes (as in ``distinct_ngrams``) in list states reduced by
@@ -34,7 +35,8 @@ def jensen_shannon(p: Counter[int], q: Counter[int]) -> float:
 
 
 class NgramDivergence(NgramHashMetric):
-    """``ngram_js_<u><n>`` and ``ngram_seen_<u><n>`` of the samples against a reference split (see the config)."""
+    """Jensen-Shannon n-gram metric: ``ngram_js_<u><n>`` and ``ngram_seen_<u><n>`` of the samples against a reference
+    split (see the config)."""
 
     Config = NgramDivergenceConfig
     config: NgramDivergenceConfig
@@ -52,7 +54,7 @@ class NgramDivergence(NgramHashMetric):
                                                    for k in self.orders}
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        """The divergence and the seen share for each order (both 0 when the samples hold no n-gram of it)."""
+        """The Jensen-Shannon divergence and the seen share for each order (both 0 when the samples hold no n-gram of it)."""
         out = {}
         for k in self.orders:
             counts = Counter(self.hashes(k).tolist())

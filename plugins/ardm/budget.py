@@ -1,18 +1,18 @@
-"""Parallel-generation policies of an OA-ARDM: the dynamic programme of Hoogeboom et al. (2022), App. A.2.
+"""Step-budget plans of an OA-ARDM (parallel generation): the dynamic programme of Hoogeboom et al. (2022), App. A.2.
 
 An order-agnostic ARDM generates ``D`` variables in ``D`` steps ``t = 0 .. D-1`` (``t`` variables already known).
 ``L[t]`` is the expected loss, in nats per still-unknown variable, of one network call at step ``t``. Under a budget
-of ``B`` network calls, a *policy* is a strictly increasing list of start steps ``0 = p[0] < p[1] < ... < p[B-1]``,
+of ``B`` network calls, a *plan* is a strictly increasing list of start steps ``0 = p[0] < p[1] < ... < p[B-1]``,
 ``p[B-1] <= D-1``; the call at state ``p[i]`` generates the ``p[i+1] - p[i]`` variables of interval ``[p[i], p[i+1])``
-(with ``p[B] = D``) all at once, at expected cost ``(p[i+1] - p[i]) * L[p[i]]``. A policy's cost is the sum over its
+(with ``p[B] = D``) all at once, at expected cost ``(p[i+1] - p[i]) * L[p[i]]``. A plan's cost is the sum over its
 intervals; with ``B = D`` it is ``sum(L)``, the model's negative log-likelihood bound.
 
-:func:`optimal_policy` finds the cheapest policy with exactly ``B`` calls by dynamic programming over
+:func:`optimal_plan` finds the cheapest plan with exactly ``B`` calls by dynamic programming over
 ``cost[k, t]``, the least cost of generating the first ``t`` variables in ``k`` calls::
 
     cost[0, 0] = 0,    cost[k, t] = min_{s < t} cost[k-1, s] + (t - s) * L[s].
 
-Pure numpy, ``O(D^2 B)`` time and ``O(D B)`` memory (the argmin table used to read the policy back).
+Pure numpy, ``O(D^2 B)`` time and ``O(D B)`` memory (the argmin table used to read the plan back).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["Policy", "monotone_components", "naive_policy", "optimal_policy", "policy_cost"]
+__all__ = ["BudgetPlan", "monotone_components", "naive_plan", "optimal_plan", "plan_cost"]
 
 _BLOCK_ELEMENTS = 1 << 18
 """How many candidate costs (rows of ``t`` times columns of ``s``) the DP evaluates at once.
@@ -37,12 +37,12 @@ numpy's per-call overhead is negligible.
 
 
 @dataclass(frozen=True)
-class Policy:
-    """A parallel-generation policy: the start steps of its network calls and its expected cost.
+class BudgetPlan:
+    """A step-budget plan for parallel generation: the start steps of its network calls and its expected cost.
 
     Attributes:
         steps: strictly increasing start steps, ``steps[0] == 0`` and ``steps[-1] <= num_variables - 1``.
-        cost: expected cost in nats (summed over all variables) of generating with this policy.
+        cost: expected cost in nats (summed over all variables) of generating with this plan.
         budget: number of network calls, ``len(steps)``.
         num_variables: ``D``, the number of variables generated.
     """
@@ -87,21 +87,21 @@ def _checked_budget(budget: int, num_variables: int) -> int:
     return budget
 
 
-def _checked_steps(policy: Sequence[int] | ArrayLike, num_variables: int) -> np.ndarray:
-    """``policy`` as an int64 array, after checking it starts at 0, strictly increases and stays below ``D``."""
-    steps = np.asarray(policy)
+def _checked_steps(plan: Sequence[int] | ArrayLike, num_variables: int) -> np.ndarray:
+    """``plan`` as an int64 array, after checking it starts at 0, strictly increases and stays below ``D``."""
+    steps = np.asarray(plan)
     if steps.ndim != 1 or steps.size == 0:
-        raise ValueError(f"a policy must be a non-empty 1-D sequence of start steps, got shape {steps.shape}")
+        raise ValueError(f"a plan must be a non-empty 1-D sequence of start steps, got shape {steps.shape}")
     if steps.dtype == np.bool_ or not np.issubdtype(steps.dtype, np.integer):
-        raise ValueError(f"a policy's start steps must be integers, got dtype {steps.dtype}")
+        raise ValueError(f"a plan's start steps must be integers, got dtype {steps.dtype}")
     steps = steps.astype(np.int64)
     if steps[0] != 0:
-        raise ValueError(f"a policy must start at step 0, got first step {int(steps[0])}")
+        raise ValueError(f"a plan must start at step 0, got first step {int(steps[0])}")
     if np.any(np.diff(steps) <= 0):
-        raise ValueError(f"a policy's start steps must be strictly increasing, got {steps.tolist()[:20]}")
+        raise ValueError(f"a plan's start steps must be strictly increasing, got {steps.tolist()[:20]}")
     if steps[-1] > num_variables - 1:
         raise ValueError(
-            f"a policy's start steps must lie in [0, {num_variables - 1}] for {num_variables} variables, "
+            f"a plan's start steps must lie in [0, {num_variables - 1}] for {num_variables} variables, "
             f"got last step {int(steps[-1])}"
         )
     return steps
@@ -111,7 +111,7 @@ def monotone_components(loss: ArrayLike) -> np.ndarray:
     """The loss components sorted in descending order, as a new float64 array.
 
     A calibrated model's expected loss per unknown variable decreases as more variables are known; sorting before the
-    DP (as the paper's code does) keeps estimation noise in the tracked EMA from producing erratic policies.
+    DP (as the paper's code does) keeps estimation noise in the tracked EMA from producing erratic plans.
 
     Raises:
         ValueError: if ``loss`` is empty, not 1-D, or holds NaN, infinite or negative entries.
@@ -121,24 +121,24 @@ def monotone_components(loss: ArrayLike) -> np.ndarray:
     return values[np.argsort(-values, kind="stable")]
 
 
-def policy_cost(loss: ArrayLike, policy: Sequence[int] | ArrayLike) -> float:
-    """Expected cost of ``policy`` under the loss components ``loss``, used as given (not sorted).
+def plan_cost(loss: ArrayLike, plan: Sequence[int] | ArrayLike) -> float:
+    """Expected cost of ``plan`` under the loss components ``loss``, used as given (not sorted).
 
     The cost is ``sum_i (p[i+1] - p[i]) * L[p[i]]`` with ``p[B] = D = len(loss)``.
 
     Raises:
-        ValueError: if ``loss`` is invalid (see :func:`monotone_components`) or ``policy`` is not a strictly
+        ValueError: if ``loss`` is invalid (see :func:`monotone_components`) or ``plan`` is not a strictly
             increasing sequence of integer steps starting at 0 and inside ``[0, D-1]``.
     """
     values = _checked_loss(loss)
-    steps = _checked_steps(policy, values.size)
+    steps = _checked_steps(plan, values.size)
     widths = np.diff(np.append(steps, values.size))
     # math.fsum rounds the exact sum once, so the cost does not depend on how the terms happen to be grouped.
     return math.fsum((widths * values[steps]).tolist())
 
 
-def optimal_policy(loss: ArrayLike, budget: int, *, sort: bool = True) -> Policy:
-    """The policy of least expected cost that generates ``D = len(loss)`` variables in exactly ``budget`` calls.
+def optimal_plan(loss: ArrayLike, budget: int, *, sort: bool = True) -> BudgetPlan:
+    """The plan of least expected cost that generates ``D = len(loss)`` variables in exactly ``budget`` calls.
 
     Args:
         loss: ``L[t]``, the expected loss per unknown variable of a network call at step ``t`` (length ``D``).
@@ -146,7 +146,7 @@ def optimal_policy(loss: ArrayLike, budget: int, *, sort: bool = True) -> Policy
         sort: sort ``loss`` in descending order first (:func:`monotone_components`); ``False`` uses it as given.
 
     Returns:
-        The optimal :class:`Policy`; its ``cost`` is :func:`policy_cost` of its steps under the (sorted, if ``sort``)
+        The optimal :class:`BudgetPlan`; its ``cost`` is :func:`plan_cost` of its steps under the (sorted, if ``sort``)
         components. Among equally cheap predecessors of an interval, the DP keeps the earliest start step, so the
         result is deterministic.
 
@@ -193,11 +193,11 @@ def optimal_policy(loss: ArrayLike, budget: int, *, sort: bool = True) -> Policy
     for k in range(budget, 0, -1):
         t = int(choice[k, t])
         steps[k - 1] = t
-    # Recompute the cost from the steps (exactly as policy_cost does) rather than reporting the DP's running sum.
-    return Policy(steps=tuple(steps), cost=policy_cost(values, steps), budget=budget, num_variables=num)
+    # Recompute the cost from the steps (exactly as plan_cost does) rather than reporting the DP's running sum.
+    return BudgetPlan(steps=tuple(steps), cost=plan_cost(values, steps), budget=budget, num_variables=num)
 
 
-def naive_policy(num_variables: int, budget: int) -> tuple[int, ...]:
+def naive_plan(num_variables: int, budget: int) -> tuple[int, ...]:
     """Evenly spaced start steps: ``budget`` calls spread uniformly over ``num_variables`` steps.
 
     The steps are ``np.linspace(0, D, B, endpoint=False)`` rounded half up, then repaired (if floating point ever

@@ -1,0 +1,1 @@
+"""LSTM networks: a pooling sentence encoder (``lstm_encoder``) and a causal decoder (``lstm_decoder``)."""

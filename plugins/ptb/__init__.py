@@ -1,0 +1,1 @@
+"""The ``ptb`` dataset: Mikolov's Penn Treebank language-modelling text, one sentence per datapoint."""
