@@ -114,6 +114,11 @@ def build_plugin(kind: str, section: dict[str, Any], *args: Any) -> Any:
     return REGISTRY.implementation(kind, section["name"])(plugin_options(kind, section), *args)
 
 
+def network_class(section: dict[str, Any]) -> type:
+    """The implementation class of the network plugin named in ``section``."""
+    return REGISTRY.implementation("network", section["name"])
+
+
 def build_network(section: dict[str, Any], io: NetworkIO) -> Network:
     """The network plugin named in the validated ``section``, built for ``io``."""
     impl = REGISTRY.implementation("network", section["name"])
@@ -183,7 +188,7 @@ class RunModule(L.LightningModule):
         build = BuildContext(
             space=self.space, objective_name=str(section["name"]), seed=int(self.run.seed), train=self.run.train,
             sample=self.run.sample, eval=self.run.eval, network_section=network, make_plugin=build_plugin,
-            make_network=build_network,
+            make_network=build_network, network_class=network_class,
         )
         objective = impl(plugin_options("objective", section), build)
         if not isinstance(objective, Objective):

@@ -85,19 +85,22 @@ class BuildContext:
     typed options as ``cls(options, *args)`` (divergences, latent families, ...)."""
     make_network: Callable[[dict[str, Any], NetworkIO], Network]
     """``make_network(section, io)``: the network plugin named in ``section`` built for ``io``."""
+    network_class: Callable[[dict[str, Any]], type]
+    """``network_class(section)``: the implementation class of the network plugin named in ``section``."""
 
     def network(self, io: NetworkIO, *, section: dict[str, Any] | None = None, require: type | None = None) -> Network:
         """The network plugin of ``section`` (default: the run's ``network``) built for ``io``. ``require`` is a
         capability base class the objective needs (e.g. a causal network); a network that is not one is a
         ConfigError naming both."""
         section = dict(section) if section else dict(self.network_section)
-        network = self.make_network(section, io)
-        if require is not None and not isinstance(network, require):
+        cls = self.network_class(section)
+        # Checked before building: a capability the network lacks is the first thing to report.
+        if require is not None and not issubclass(cls, require):
             raise ConfigError(
                 f"objective {self.objective_name!r} needs a network that is a {require.__name__}; network plugin "
-                f"{section['name']!r} ({type(network).__qualname__}) is not one"
+                f"{section['name']!r} ({cls.__qualname__}) is not one"
             )
-        return network
+        return self.make_network(section, io)
 
     def plugin(self, kind: str, section: dict[str, Any], *args: Any) -> Any:
         """The nested plugin of ``kind`` named in ``section`` (an option of this objective), built as
@@ -110,11 +113,11 @@ class BuildContext:
         """A context for building an objective outside a run (tests, notebooks): default ``train``, ``sample`` and
         ``eval`` settings, and plugins built through the registry."""
         from anyorder.config import EvalConfig, SampleConfig, TrainConfig
-        from anyorder.module import build_network, build_plugin
+        from anyorder.module import build_network, build_plugin, network_class
 
         return cls(space=space, objective_name=objective_name, seed=seed, train=TrainConfig(), sample=SampleConfig(),
                    eval=EvalConfig(), network_section=dict(network or {}), make_plugin=build_plugin,
-                   make_network=build_network)
+                   make_network=build_network, network_class=network_class)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ SHRINK = {
     "network.n_layers": 1, "network.d_model": 16, "network.n_heads": 2, "network.d_ff": 32, "network.d_edge": 8,
     "data.num_train": 64, "data.num_val": 8, "data.num_test": 8, "data.length": 16, "data.block_size": 16,
     "sample.num_final_samples": 6, "sample.batch_size": 4, "objective.eval_passes": 1,
+    "network.d_embed": 8, "network.d_hidden": 16, "objective.encoder.d_embed": 8, "objective.encoder.d_hidden": 16,
+    "objective.latent_dim": 4, "objective.eval_iw_samples": 2, "objective.eval_iw_chunk": 2,
 }
 
 # Metrics whose reference statistics cover a whole split (ChemNet activations, NSPDK graph features, SAS/QED of

@@ -34,6 +34,7 @@ def sample_causal(
     generator: torch.Generator | None = None,
     device: Any = None,
     use_cache: bool = True,
+    condition: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample ``batch_size`` sequences left to right, starting from ``bos_id``.
 
@@ -49,7 +50,9 @@ def sample_causal(
     rounding, ~1e-6, of a boundary between two tokens, since the two paths' logits agree only to that precision).
 
     Runs under ``torch.inference_mode`` with ``network.eval()``; the network's training flag is restored.
-    ``device`` defaults to the device of the network's parameters.
+    ``device`` defaults to the device of the network's parameters. ``condition`` (e.g. a latent code [B, C]) is
+    passed to every ``step`` (or ``forward``) call as the keyword ``condition``, for a network built with a
+    conditioning input; None passes nothing.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive (got {batch_size})")
@@ -78,6 +81,7 @@ def sample_causal(
                 generator=generator,
                 device=torch.device(device),
                 use_cache=use_cache,
+                condition=condition,
             )
     finally:
         network.train(was_training)
@@ -94,8 +98,11 @@ def _sample_causal(
     generator: torch.Generator | None,
     device: torch.device,
     use_cache: bool,
+    condition: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The loop of :func:`sample_causal`, already in inference mode."""
+    # Only a conditioned call passes the keyword, so networks whose step/forward lack it keep working.
+    extra: dict[str, Any] = {} if condition is None else {"condition": condition.to(device)}
     tokens = torch.zeros(batch_size, max_new_tokens, dtype=torch.long, device=device)
     lengths = torch.full((batch_size,), max_new_tokens, dtype=torch.long, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
@@ -103,9 +110,10 @@ def _sample_causal(
     cache = network.new_cache(batch_size, max_new_tokens, device=device) if use_cache else None
     for t in range(max_new_tokens):
         if cache is not None:
-            logits = network.step(last, cache)[:, -1]
+            logits = network.step(last, cache, **extra)[:, -1]
         else:
-            logits = network(torch.cat((last.new_full((batch_size, 1), bos_id), tokens[:, :t]), dim=1))[:, -1]
+            prefix = torch.cat((last.new_full((batch_size, 1), bos_id), tokens[:, :t]), dim=1)
+            logits = network(prefix, **extra)[:, -1]
         probs = filter_logits(logits.float(), **filters).softmax(dim=-1)
         last = torch.multinomial(probs, 1, generator=generator)
         tokens[:, t] = last[:, 0]

@@ -29,15 +29,16 @@ class KVCache:
 class CausalNetwork(Network):
     """A left-to-right network: position t sees positions <= t, and it can step with a KV cache.
 
-    ``forward(tokens, positions=None, attn_mask=None)`` returns logits [B, T, V_out]. ``positions`` [B, T] overrides
-    the position ids (default 0..T-1); ``attn_mask`` [B, T, T] (bool, True = may attend) replaces the causal mask.
-    ``step(tokens, cache, positions=None, attn_mask=None)`` appends [B, T_new] tokens to the cache and returns their
-    logits; ``attn_mask`` [B, T_new, cache.length + T_new] replaces the causal mask over the cache.
+    ``forward(tokens, positions=None, attn_mask=None, condition=None)`` returns logits [B, T, V_out]. ``positions``
+    [B, T] overrides the position ids (default 0..T-1); ``attn_mask`` [B, T, T] (bool, True = may attend) replaces
+    the causal mask; ``condition`` is the conditioning input of ``io.conditioning`` (None without one).
+    ``step(tokens, cache, positions=None, attn_mask=None, condition=None)`` appends [B, T_new] tokens to the cache and
+    returns their logits; ``attn_mask`` [B, T_new, cache.length + T_new] replaces the causal mask over the cache.
     """
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
         raise NotImplementedError
 
     def step(self, tokens: Tensor, cache: KVCache, positions: Tensor | None = None,
-             attn_mask: Tensor | None = None) -> Tensor:
+             attn_mask: Tensor | None = None, condition: Tensor | None = None) -> Tensor:
         raise NotImplementedError

@@ -55,6 +55,9 @@ class PTBConfig(PluginConfig):
     max_words: int = opt(0, "drop sentences of more than this many words from every split (recorded in the "
                             "protocol; the test numbers are then not the standard ones); 0 keeps every sentence")
     num_train: int = opt(0, "keep this many training sentences (a fixed random subset, in file order); 0 keeps all")
+    eval_subset: int = opt(0, "keep this many validation and test sentences (a fixed random subset, in file order, "
+                              "recorded in the protocol: e.g. 500 for the importance-weighted NLL on a CPU); 0 keeps "
+                              "all")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +65,8 @@ class PTBConfig(PluginConfig):
             raise ConfigError(f"ptb: data.max_words must be 0 (no cap) or positive (got {self.max_words})")
         if self.num_train < 0:
             raise ConfigError(f"ptb: data.num_train must be 0 (all) or positive (got {self.num_train})")
+        if self.eval_subset < 0:
+            raise ConfigError(f"ptb: data.eval_subset must be 0 (all) or positive (got {self.eval_subset})")
 
     def url(self, split: str) -> str:
         """The download URL of ``split``'s file."""

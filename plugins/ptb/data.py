@@ -10,6 +10,7 @@ longest kept sentence of the (unsubsampled) splits: subsampling for a test never
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,6 +112,14 @@ class PTBDataModule(DiscreteDataModule):
             g = torch.Generator().manual_seed(_SUBSAMPLE_SEED)
             keep = torch.randperm(num_train_total, generator=g)[: c.num_train].sort().values.tolist()
             sentences["train"] = [sentences["train"][i] for i in keep]
+        subsets: dict[str, list[int]] = {}
+        if c.eval_subset:
+            for split in ("val", "test"):
+                total = len(sentences[split])
+                if c.eval_subset < total:
+                    g = torch.Generator().manual_seed(_SUBSAMPLE_SEED + 1)
+                    subsets[split] = torch.randperm(total, generator=g)[: c.eval_subset].sort().values.tolist()
+                    sentences[split] = [sentences[split][i] for i in subsets[split]]
 
         sets = {split: to_token_set(sentences[split], index, max_len) for split in SPLITS}
         counts = {}
@@ -133,6 +142,9 @@ class PTBDataModule(DiscreteDataModule):
             "dropped_by_max_words": dropped,
             "num_train": c.num_train,
             "train_sentences_before_subsampling": num_train_total,
+            "eval_subset": {split: {"size": len(rows), "indices_sha256": hashlib.sha256(
+                ",".join(map(str, rows)).encode()).hexdigest(), "first_indices": rows[:10]}
+                for split, rows in subsets.items()},
         }
         space = DataSpace.sequence(max_len, len(vocab), variable_length=True, token_names=vocab)
         return Splits(sets["train"], sets["val"], sets["test"], space, info)

@@ -44,8 +44,9 @@ class SentenceVAEConfig(PluginConfig):
     logistic_x0: float = opt(2500.0, "logistic: the step x0 where beta reaches beta_max / 2")
     cycles: int = opt(4, "cyclical: number of cycles over train.max_steps")
     cycle_rise: float = opt(0.5, "cyclical: fraction of each cycle spent rising from beta_start to beta_max")
-    word_dropout: float = opt(0.0, "rate at which decoder input words are replaced by a dropped-word symbol during "
-                                   "training (Bowman's word dropout; distinct from the network's embedding dropout)")
+    word_dropout: float = opt(0.0, "rate at which decoder input words are replaced by <unk> during training (Bowman's "
+                                   "word dropout; a symbol of its own for data without <unk>; distinct from the "
+                                   "network's embedding dropout)")
     free_bits: float = opt(0.0, "free bits lambda in nats (0 disables): KL below it costs nothing")
     free_bits_mode: str = opt("dimension", "batch (Kingma et al.: max(lambda/m, batch-mean KL_j) per dimension) | "
                                            "example (He et al.: max(lambda, KL) per sentence) | dimension "

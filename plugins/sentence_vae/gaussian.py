@@ -102,7 +102,9 @@ class Gaussian(LatentFamily):
 
     def posterior(self, params: Tensor) -> GaussianPosterior:
         if params.shape[-1] != self.param_size:
-            raise ValueError(f"gaussian latent of {self.dim} dims takes [B, {self.param_size}] params, got {tuple(params.shape)}")
+            raise ValueError(
+                f"gaussian latent of {self.dim} dims takes [B, {self.param_size}] params, got {tuple(params.shape)}"
+            )
         mean, log_var = params.split(self.dim, dim=-1)
         return GaussianPosterior(mean, log_var)
 

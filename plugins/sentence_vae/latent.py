@@ -16,17 +16,18 @@ from torch import Tensor
 
 
 class Posterior:
-    """q(z|x) for a batch of B datapoints over an m-dimensional latent.
-
-    ``params`` [B, param_size] are the encoder outputs it was built from: ``family.posterior(params)`` rebuilds it
-    (the mutual-information estimate gathers them over the whole split).
-    """
-
-    params: Tensor
+    """q(z|x) for a batch of B datapoints over an m-dimensional latent."""
 
     def rsample(self, num: int, generator: torch.Generator | None = None) -> Tensor:
         """``num`` reparameterised draws per datapoint: [num, B, m]."""
         raise NotImplementedError
+
+    def rsample_with_score(self, num: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draws as :meth:`rsample` and a score term [num, B] for samplers whose draws are not a smooth function of
+        the parameters alone (a rejection sampler): adding ``(f.detach() - baseline) * (score - score.detach())`` to a
+        loss ``f`` makes its gradient unbiased. Zeros for a plain reparameterisation."""
+        z = self.rsample(num, generator)
+        return z, z.new_zeros(z.shape[:-1])
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) of draws [..., B, m]: [..., B]."""

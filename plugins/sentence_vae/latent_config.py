@@ -59,9 +59,7 @@ class VMFConfig(PluginConfig):
         if not self.min_kappa > 0:
             raise ConfigError(f"latent vmf: min_kappa must be positive (got {self.min_kappa})")
         if not self.max_kappa > self.min_kappa:
-            raise ConfigError(
-                f"latent vmf: max_kappa ({self.max_kappa}) must be larger than min_kappa ({self.min_kappa})"
-            )
+            raise ConfigError(f"latent vmf: max_kappa ({self.max_kappa}) must be larger than min_kappa ({self.min_kappa})")
 
     @property
     def learned(self) -> bool:

@@ -1,8 +1,9 @@
 """The Sentence-VAE objective (Bowman et al. 2016): a text VAE trained on the ELBO, evaluated at beta = 1.
 
-Token layout: the data vocabulary is 0..V-1. The decoder reads BOS = V, the sentence, and a dropped-word symbol
-V + 1 (word dropout replaces decoder inputs by it); it predicts each next word and EOS = V after the last one, so a
-sentence of L words covers L + 1 tokens. The encoder reads the sentence and returns the latent family's parameters.
+Token layout: the data vocabulary is 0..V-1. The decoder reads BOS = V and the sentence; word dropout replaces
+decoder inputs by the data's ``<unk>`` word (as Bowman et al. do), or by a symbol of its own, V + 1, for data without
+one. It predicts each next word and EOS = V after the last one, so a sentence of L words covers L + 1 tokens. The
+encoder reads the sentence and returns the latent family's parameters.
 
 Per sentence x, with one z ~ q(z|x) (reparameterised):
 
@@ -41,6 +42,7 @@ from anyorder.objective import (
 from anyorder_plugins.causal.generate import sample_causal
 from anyorder_plugins.causal.network import CausalNetwork
 from anyorder_plugins.sentence_vae.config import SentenceVAEConfig
+from anyorder_plugins.sentence_vae.estimators import importance_weighted
 from anyorder_plugins.sentence_vae.latent import LatentFamily, Posterior
 from anyorder_plugins.sentence_vae.statistics import ActiveUnits, KLPerDimension, MutualInformation
 
@@ -90,7 +92,8 @@ class SentenceVAE(Objective):
             raise ConfigError("sentence_vae needs variable-length sequences over one vocabulary (sentences)")
         vocab, m = space.vocab_size, config.latent_dim
         self.bos_id = self.eos_id = vocab
-        self.dropped_id = vocab + 1
+        names = space.token_names or ()
+        self.dropped_id = names.index("<unk>") if "<unk>" in names else vocab + 1
         self.max_len = space.num_variables
         family = build.plugin("latent", config.latent, m)
         if not isinstance(family, LatentFamily):
@@ -121,13 +124,17 @@ class SentenceVAE(Objective):
                 self.bn.weight.fill_(config.bn_gamma)
 
     # -- pieces -------------------------------------------------------------------------------------------------
-    def posterior(self, batch: dict[str, Tensor]) -> Posterior:
-        """q(z|x) of a batch's sentences."""
+    def posterior_params(self, batch: dict[str, Tensor]) -> Tensor:
+        """The latent family's parameters of q(z|x) for a batch's sentences [B, param_size] (float32 at least)."""
         params = self.encoder(batch["tokens"], lengths=batch["lengths"])
         if self.bn is not None:
             m = self.config.latent_dim
             params = torch.cat([self.bn(params[:, :m]), params[:, m:]], dim=1)
-        return self.family.posterior(params.float())
+        return params if params.dtype in (torch.float32, torch.float64) else params.float()
+
+    def posterior(self, batch: dict[str, Tensor]) -> Posterior:
+        """q(z|x) of a batch's sentences."""
+        return self.family.posterior(self.posterior_params(batch))
 
     def _condition(self, z: Tensor) -> Tensor:
         return z[:, None, :] if self.config.conditioning == "prefix" else z
@@ -159,13 +166,20 @@ class SentenceVAE(Objective):
     def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         cfg = self.config
         q = self.posterior(batch)
-        z = q.rsample(1, ctx.generator)[0]
+        draws, score = q.rsample_with_score(1, ctx.generator)
+        z, score = draws[0], score[0]
         rec = self.reconstruction(batch["tokens"], batch["lengths"], z,
                                   word_dropout=cfg.word_dropout if self.training else 0.0, generator=ctx.generator)
         kl = q.kl()
         beta = beta_at(cfg, ctx.step, ctx.max_steps)
         kl_term = free_bits_kl(kl, cfg.free_bits, cfg.free_bits_mode)
         loss = rec.mean() + beta * kl_term.mean()
+        if score.requires_grad and rec.shape[0] > 1:
+            # A rejection sampler's acceptance depends on the parameters: the score term makes the gradient unbiased,
+            # with the leave-one-out mean of the batch as its baseline.
+            r = rec.detach()
+            baseline = (r.sum() - r) / (r.shape[0] - 1)
+            loss = loss + ((r - baseline) * (score - score.detach())).mean()
         total_kl = kl.sum(-1)
         tokens = (batch["lengths"] + 1).sum()
         terms = {"reconstruction": rec.mean().detach(), "kl": total_kl.mean().detach(), "beta": torch.tensor(beta),
@@ -186,7 +200,8 @@ class SentenceVAE(Objective):
         tokens, lengths = batch["tokens"], batch["lengths"]
         first = int(batch["index"][0]) if "index" in batch and batch["index"].numel() else 0
         generator = ctx.generator(first, device=tokens.device)
-        q = self.posterior(batch)
+        params = self.posterior_params(batch)
+        q = self.family.posterior(params)
         z = q.rsample(1, generator)[0]
         rec = self.reconstruction(tokens, lengths, z)
         kl = q.kl()
@@ -194,21 +209,20 @@ class SentenceVAE(Objective):
         if self.config.eval_iw_samples:
             terms["iw_nll"] = -self.importance_weighted(tokens, lengths, q, self.config.eval_iw_samples, generator)
         return LogLikelihood(log_prob=-(rec + kl.sum(-1)).double(), num_tokens=lengths + 1, terms=terms,
-                             outputs={"mean": q.mean(), "kl": kl, "params": q.params, "z": z})
+                             outputs={"mean": q.mean(), "kl": kl, "params": params, "z": z})
 
     @torch.no_grad()
     def importance_weighted(self, tokens: Tensor, lengths: Tensor, q: Posterior, num: int,
                             generator: torch.Generator | None = None) -> Tensor:
         """log (1/K) sum_k p(x, z_k) / q(z_k|x) per sentence [B] (float64), K = ``num`` draws in chunks."""
-        prior = self.family.prior()
         b = tokens.shape[0]
-        parts = []
-        for start in range(0, num, self.config.eval_iw_chunk):
-            k = min(self.config.eval_iw_chunk, num - start)
-            z = q.rsample(k, generator)  # [k, B, m]
-            rec = self.reconstruction(tokens.repeat(k, 1), lengths.repeat(k), z.reshape(k * b, -1)).view(k, b)
-            parts.append((-rec + prior.log_prob(z) - q.log_prob(z)).double())
-        return torch.logsumexp(torch.cat(parts), dim=0) - math.log(num)
+
+        def log_likelihood(z: Tensor) -> Tensor:
+            k = z.shape[0]
+            return -self.reconstruction(tokens.repeat(k, 1), lengths.repeat(k), z.reshape(k * b, -1)).view(k, b)
+
+        return importance_weighted(log_likelihood, q, self.family.prior(), num, chunk=self.config.eval_iw_chunk,
+                                   generator=generator)
 
     def likelihood_protocol(self) -> dict[str, Any]:
         cfg = self.config
@@ -223,6 +237,8 @@ class SentenceVAE(Objective):
                                   "sentence, the aggregate posterior over the whole evaluated split (N sentences; "
                                   "not the minibatch estimator, which cannot exceed log of the batch size)",
             "tokens": "words + one end-of-sentence token per sentence",
+            "word_dropout": {"rate": cfg.word_dropout, "replaced_by": "<unk>" if self.dropped_id < self.bos_id
+                             else "a dropped-word symbol of its own (the data has no <unk>)"},
         }
         if cfg.eval_iw_samples:
             out["terms"]["iw_nll"] = (f"-log (1/K) sum_k p(x, z_k) / q(z_k|x), K = {cfg.eval_iw_samples} draws from "

@@ -7,6 +7,7 @@ the values cover the whole evaluated split exactly once, whatever the number of 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,6 +18,10 @@ from anyorder_plugins.sentence_vae.latent import LatentFamily
 
 class ActiveUnits(EvaluationStatistic):
     """#{j : Var_x E_q[z_j | x] >= threshold} over the split (the unbiased variance, from exact sums)."""
+
+    n: Tensor
+    s: Tensor
+    ss: Tensor
 
     def __init__(self, dim: int, threshold: float) -> None:
         super().__init__()
@@ -43,6 +48,9 @@ class ActiveUnits(EvaluationStatistic):
 class KLPerDimension(EvaluationStatistic):
     """The mean KL per sentence of each latent dimension (one column for a family whose KL does not split)."""
 
+    n: Tensor
+    kl: list[Tensor]
+
     def __init__(self) -> None:
         super().__init__()
         self.add_state("n", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
@@ -54,7 +62,7 @@ class KLPerDimension(EvaluationStatistic):
         self.kl.append(kl.sum(0, keepdim=True))
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        parts = self.kl if isinstance(self.kl, Tensor) else torch.cat(self.kl)
+        parts = _joined(self.kl)
         per_dim = parts.reshape(-1, parts.shape[-1]).sum(0) / self.n
         if per_dim.numel() == 1:
             return {}
@@ -70,6 +78,9 @@ class MutualInformation(EvaluationStatistic):
     computed in row chunks.
     """
 
+    params: list[Tensor]
+    z: list[Tensor]
+
     def __init__(self, family: LatentFamily, chunk: int = 256) -> None:
         super().__init__()
         self.family, self.chunk = family, chunk
@@ -81,9 +92,13 @@ class MutualInformation(EvaluationStatistic):
         self.z.append(outputs["z"].double())
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        params = self.params if isinstance(self.params, Tensor) else torch.cat(self.params)
-        z = self.z if isinstance(self.z, Tensor) else torch.cat(self.z)
+        params, z = _joined(self.params), _joined(self.z)
         return {"mutual_information": mutual_information(self.family, params, z, self.chunk)}
+
+
+def _joined(state: Any) -> Tensor:
+    """A ``cat`` state as one tensor (torchmetrics leaves a list before synchronisation, a tensor after)."""
+    return state if isinstance(state, Tensor) else torch.cat(list(state))
 
 
 def mutual_information(family: LatentFamily, params: Tensor, z: Tensor, chunk: int = 256) -> Tensor:
