@@ -260,3 +260,40 @@ def test_evaluation_terms_and_statistics_are_exact_over_two_ranks(site: Path, tm
         for key, value in term.items():
             assert abs(value - two["terms"][name][key]) < 1e-9, (name, key)
     assert one["statistics"] == pytest.approx(two["statistics"], abs=1e-12)
+
+
+LAPLACE_CHECKS = textwrap.dedent(
+    """
+    import math, torch
+    from anyorder.module import build_plugin
+    family = build_plugin("latent", {"name": "laplace"}, 3)
+    params = torch.tensor([[0.3, -1.2, 0.0, 0.5, -0.4, 1.1]], dtype=torch.float64)
+    q = family.posterior(params)
+    z = q.rsample(400000, torch.Generator().manual_seed(0))
+    log_ratio = q.log_prob(z) - family.prior().log_prob(z)
+    mc, se = float(log_ratio.mean()), float(log_ratio.std()) / math.sqrt(z.shape[0])
+    assert abs(mc - float(q.kl().sum())) < 4 * se, (mc, float(q.kl().sum()), se)
+    assert torch.allclose(z.mean(0), q.mean(), atol=0.02)
+    pairs = q.log_prob_pairs(z[:5, 0])
+    assert torch.allclose(pairs[:, 0], q.log_prob(z[:5]).squeeze(-1))
+    print("ok")
+    """
+)
+
+
+def test_a_thirdparty_latent_family_of_a_kind_another_distribution_declares(site: Path, tmp_path: Path) -> None:
+    checks = _run(["-c", LAPLACE_CHECKS], site)
+    assert checks.returncode == 0 and checks.stdout.strip().endswith("ok"), f"{checks.stdout}\n{checks.stderr}"
+    runs = tmp_path / "runs"
+    result = _run(["-m", "anyorder.cli", "train", "configs/ptb/sentence_vae.yaml", "objective.latent.name=laplace",
+                   f"output_dir={runs}", "name=laplace", "logger.name=none", "data.num_train=64", "train.max_steps=2",
+                   "train.val_every_n_steps=2", "train.limit_val_batches=1", "train.global_batch_size=8",
+                   "trainer.limit_test_batches=2", "objective.latent_dim=4", "network.d_hidden=16",
+                   "network.d_embed=8", "objective.encoder.d_hidden=16", "objective.encoder.d_embed=8",
+                   "sample.num_val_samples=2", "sample.num_final_samples=0"], site, timeout=300)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-3000:]}"
+    report = json.loads((runs / "laplace" / "eval" / "test-final.json").read_text())
+    assert report["protocol"]["estimator"]["latent"]["name"] == "laplace"
+    assert report["terms"]["kl"]["per_sequence"] > 0
+    manifest = json.loads((runs / "laplace" / "manifest.json").read_text())
+    assert {(p["kind"], p["name"], p["distribution"]) for p in manifest["plugins"]} >= {("latent", "laplace", DIST)}
