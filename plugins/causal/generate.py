@@ -107,7 +107,9 @@ def _sample_causal(
     lengths = torch.full((batch_size,), max_new_tokens, dtype=torch.long, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     last = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
-    cache = network.new_cache(batch_size, max_new_tokens, device=device) if use_cache else None
+    # A prefix condition occupies cache positions before the tokens.
+    room = max_new_tokens + network.io.condition_len
+    cache = network.new_cache(batch_size, room, device=device) if use_cache else None
     for t in range(max_new_tokens):
         if cache is not None:
             logits = network.step(last, cache, **extra)[:, -1]
