@@ -217,9 +217,9 @@ def vae_run(run_dir: str | Path, action: str, *, out: str | Path | None = None, 
         settings.update(temperature=float(cfg.sample.temperature if temperature is None else temperature),
                         top_k=int(cfg.sample.top_k if top_k is None else top_k),
                         top_p=float(cfg.sample.top_p if top_p is None else top_p))
-    use_ema = model.ema is not None and bool(cfg.sample.use_ema)
-    if use_ema:
-        model.ema.swap_in(model)
+    ema = model.ema if bool(cfg.sample.use_ema) else None
+    if ema is not None:
+        ema.swap_in(model)
     try:
         with torch.no_grad():
             generator = torch.Generator().manual_seed(seed)
@@ -239,8 +239,8 @@ def vae_run(run_dir: str | Path, action: str, *, out: str | Path | None = None, 
                 settings["keep"] = keep
                 inputs, outputs, table = ctx.impute(sentences, keep)
     finally:
-        if use_ema:
-            model.ema.swap_out(model)
+        if ema is not None:
+            ema.swap_out(model)
 
     out_dir = Path(out) if out is not None else restored.run_dir / "latent"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def vae_run(run_dir: str | Path, action: str, *, out: str | Path | None = None, 
         "objective": str(cfg.objective.name),
         "dataset": str(cfg.data.name),
         "latent": vae.family.protocol(),
-        "ema_weights": use_ema,
+        "ema_weights": ema is not None,
         "seed": seed,
         "seeding": seeding,
         "settings": settings,
