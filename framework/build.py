@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,19 @@ def build_objective(cfg: DictConfig, space: DataSpace) -> Objective:
     return build_module(cfg, space).build_objective()
 
 
+class _DropTip(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger, printed on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
 def build_trainer(cfg: DictConfig, *, logger: Any = False, callbacks: list[Any] | None = None,
                   **overrides: Any) -> L.Trainer:
     """A Trainer with anyorder's settings plus the ``trainer`` passthrough (devices, strategy, precision, ...)."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTip) for f in tips.filters):
+        tips.addFilter(_DropTip())
     passthrough = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(passthrough, dict)
     kwargs: dict[str, Any] = {
@@ -60,6 +71,14 @@ def build_trainer(cfg: DictConfig, *, logger: Any = False, callbacks: list[Any] 
     kwargs.update({str(k): v for k, v in passthrough.items()})
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
+
+
+def weights_mismatch(ckpt_path: Path, exc: BaseException) -> RunError:
+    """The error for a checkpoint whose tensors do not fit the model the config builds."""
+    detail = " ".join(str(exc).split())
+    detail = detail if len(detail) <= 300 else detail[:300] + " ..."
+    return RunError(f"the weights in {str(ckpt_path)!r} do not fit the model built from the config ({detail}); "
+                    f"did an override change the network? Use the run's own settings")
 
 
 @dataclass
@@ -87,7 +106,7 @@ def restore_run(run_dir: str | Path, *, which: str = "last", overrides: list[str
     ckpt_path = checkpoint_path(path, which)
     ckpt = load_checkpoint(ckpt_path)
     extra = ckpt.get(CHECKPOINT_KEY)
-    if not isinstance(extra, dict) or extra.get("space") is None:
+    if not isinstance(extra, dict) or extra.get("space") is None or "pytorch-lightning_version" not in ckpt:
         raise RunError(f"{str(ckpt_path)!r} has no anyorder section; it was not written by `anyorder train`")
     space = DataSpace.from_dict(extra["space"])
     upgrade_checkpoint(ckpt)
@@ -95,11 +114,11 @@ def restore_run(run_dir: str | Path, *, which: str = "last", overrides: list[str
     outputs = RunOutputs(path)
     module = build_module(cfg, space, outputs)
     module.configure_model()
-    missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
-    if missing or unexpected:
-        raise RunError(
-            f"the weights in {str(ckpt_path)!r} do not fit the model built from the config "
-            f"(missing: {missing[:5]}, unexpected: {list(unexpected)[:5]}); did an override change the network?"
-        )
-    module.on_load_checkpoint(ckpt)
+    try:
+        missing, unexpected = module.load_state_dict(ckpt["state_dict"], strict=False)
+        if missing or unexpected:
+            raise RunError(f"missing: {missing[:5]}, unexpected: {list(unexpected)[:5]}")
+        module.on_load_checkpoint(ckpt)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise weights_mismatch(ckpt_path, exc) from exc
     return RestoredRun(path, cfg, ckpt_path, int(ckpt.get("global_step", 0)), datamodule, module, outputs)

@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ns.func(ns))
     except AnyorderError as exc:
         print(f"anyorder {ns.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_status", 2))
 
 
 if __name__ == "__main__":

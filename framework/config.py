@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -469,6 +470,57 @@ def _check_consistency(cfg: DictConfig, source: str) -> None:
         raise ConfigError(f"{source}: sample.top_p must be in (0, 1] (got {cfg.sample.top_p})")
     if cfg.sample.temperature <= 0:
         raise ConfigError(f"{source}: sample.temperature must be positive (got {cfg.sample.temperature})")
+    at_least = {
+        "train.val_every_n_steps": 1, "train.ckpt_every_n_steps": 1, "train.log_every_n_steps": 1,
+        "train.limit_val_batches": 0, "train.val_batch_size": 0, "scheduler.warmup_steps": 0,
+        "sample.batch_size": 1, "sample.num_val_samples": 0, "sample.num_final_samples": 0, "sample.max_len": 0,
+        "sample.top_k": 0, "sample.steps": 0, "eval.batch_size": 1, "eval.steps": 0,
+    }
+    for key, low in at_least.items():
+        value = OmegaConf.select(cfg, key)
+        if value < low:
+            raise ConfigError(f"{source}: {key} must be at least {low} (got {value})")
+    if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
+        raise ConfigError(f"{source}: optim.lr must be a positive number (got {cfg.optim.lr})")
+    if not 0.0 <= cfg.scheduler.min_lr_ratio <= 1.0:
+        raise ConfigError(f"{source}: scheduler.min_lr_ratio must be in [0, 1] (got {cfg.scheduler.min_lr_ratio})")
+    if not str(cfg.train.monitor).startswith("val/"):
+        raise ConfigError(f"{source}: train.monitor must name a validation value such as val/nll "
+                          f"(got {cfg.train.monitor!r})")
+    _check_trainer_values(cfg, source)
+
+
+# The precision values lightning.Trainer accepts (Lightning 2.x), so a typo fails before Lightning is imported.
+_PRECISIONS = ("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
+               "transformer-engine", "transformer-engine-float16")
+
+
+def _check_trainer_values(cfg: DictConfig, source: str) -> None:
+    trainer = cfg.get("trainer") or {}
+    precision = trainer.get("precision")
+    if precision is not None and str(precision) not in _PRECISIONS:
+        raise ConfigError(f"{source}: trainer.precision {precision!r} is not one of {', '.join(_PRECISIONS)}")
+    devices = trainer.get("devices", "auto")
+    count = None
+    if isinstance(devices, int) or (isinstance(devices, str) and devices.strip().lstrip("-").isdigit()):
+        count = int(devices)
+        if count == 0 or count < -1:
+            raise ConfigError(f"{source}: trainer.devices must be a positive number, -1 (all) or 'auto' "
+                              f"(got {devices})")
+    elif isinstance(devices, ListConfig | list):
+        count = len(devices)
+        if count == 0:
+            raise ConfigError(f"{source}: trainer.devices is an empty list; give device indices, a count or 'auto'")
+    accumulate = int(trainer.get("accumulate_grad_batches", 1))
+    if accumulate < 1:
+        raise ConfigError(f"{source}: trainer.accumulate_grad_batches must be at least 1 (got {accumulate})")
+    if count is not None and count > 0:
+        shards = count * int(trainer.get("num_nodes", 1)) * accumulate
+        if cfg.train.global_batch_size % shards:
+            raise ConfigError(
+                f"{source}: train.global_batch_size={cfg.train.global_batch_size} does not divide into {shards} "
+                f"equal parts (devices x num_nodes x accumulate_grad_batches); use a multiple of {shards}"
+            )
 
 
 

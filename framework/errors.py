@@ -27,5 +27,16 @@ class RunError(AnyorderError):
     """A run directory or checkpoint is missing, incomplete or incompatible."""
 
 
+class RunInterrupted(AnyorderError):
+    """Training was stopped by a signal (SIGTERM from a scheduler, Ctrl-C); the message says how to continue.
+
+    ``exit_status`` is the shell's convention for the signal (143 for SIGTERM, 130 for Ctrl-C), not 2.
+    """
+
+    def __init__(self, message: str, exit_status: int = 2) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 class NonFiniteLossError(AnyorderError):
     """Training produced a NaN or infinite loss; the last good checkpoint was left untouched."""

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from omegaconf import DictConfig, OmegaConf
 
 from anyorder.atomic import write_json
-from anyorder.runs import read_json
+from anyorder.runs import is_launch_rank_zero, read_json
 
 LOGGER_STATE = "logger.json"
 
@@ -50,11 +50,18 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path, state: dict[str, Any], tags: l
         state["wandb_id"] = secrets.token_hex(4)  # W&B ids are short lowercase alphanumerics
     mode = wandb_mode(cfg.logger.mode)
     state["wandb_mode"] = mode
-    return WandbLogger(
-        project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.name, id=state["wandb_id"], resume="allow",
-        save_dir=str(run_dir), tags=tags, mode=mode, config=OmegaConf.to_container(cfg, resolve=True),
-        settings=wandb.Settings(init_timeout=60, silent=True),
+    names = {"project": cfg.logger.project, "name": cfg.name, "id": state["wandb_id"]}
+    if not is_launch_rank_zero():
+        return WandbLogger(**names, save_dir=str(run_dir))  # never starts a W&B run: only rank 0 logs
+    # The run is started here rather than by Lightning, whose wandb.init call passes a deprecated `anonymous`
+    # setting that makes W&B print a warning on every run.
+    run = wandb.init(
+        **names, entity=cfg.logger.entity, resume="allow", dir=str(run_dir), tags=tags, mode=mode,
+        config=OmegaConf.to_container(cfg, resolve=True), settings=wandb.Settings(init_timeout=60, silent=True),
     )
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return WandbLogger(**names, save_dir=str(run_dir), experiment=run)
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:

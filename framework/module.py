@@ -10,6 +10,7 @@ what it produces to a :class:`RunOutputs`.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -241,6 +242,26 @@ class RunModule(L.LightningModule):
         step = self.global_step + 1
         every = max(1, int(self.run.train.log_every_n_steps))
         return step % every == 0 or step >= int(self.run.train.max_steps) or bool(self.trainer.should_stop)
+
+    def on_fit_start(self) -> None:
+        self._check_monitor()
+
+    def _check_monitor(self) -> None:
+        """Refuse a ``train.monitor`` that validation will not log (a typo would fail hours later, at the first
+        validation). Sample statistics and metric results are named only when computed, so with those a name is
+        refused only when it is close to a known one."""
+        name = str(self.run.train.monitor).removeprefix("val/")
+        terms = list(self.objective.evaluation_terms())
+        known = ["nll", "nll_se", "bits_per_token", "num_sequences", "num_tokens", *terms,
+                 *(f"{t}_per_token" for t in terms), *self.objective.evaluation_statistics()]
+        if name in known:
+            return
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+        open_ended = bool(self.objective.evaluation_statistics()) or int(self.run.sample.num_val_samples) > 0
+        if close or not open_ended:
+            hint = f"did you mean val/{close[0]}? " if close else ""
+            raise ConfigError(f"train.monitor {self.run.train.monitor!r} is not a value that validation logs; {hint}"
+                              f"known: {', '.join('val/' + k for k in known)}")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Every random draw of a step (dropout, objective draws) comes from a stream keyed by (seed, step, micro-batch,
@@ -521,6 +542,18 @@ class RunModule(L.LightningModule):
 
     # -- checkpoints --------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The loss and gradient checks run before the update; an update can still overflow (a huge learning rate),
+        # so the state is checked here, before anything is written.
+        bad = [k for k, v in checkpoint["state_dict"].items()
+               if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if self.ema is not None:
+            bad += [f"ema.{k}" for k, v in self.ema.shadow.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise NonFiniteLossError(
+                f"training stopped at step {self.global_step}: the update made {len(bad)} weight tensors non-finite "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). No checkpoint was written for this step, "
+                f"so checkpoints/last.ckpt still holds the last good state. Try a lower optim.lr or train.grad_clip > 0."
+            )
         if self.ema is not None and self.ema.is_swapped:
             # A checkpoint written during validation must hold the trained weights, never the averages.
             for name, value in self.ema.trained_weights().items():

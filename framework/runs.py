@@ -35,9 +35,13 @@ RUN_DIR_ENV = "ANYORDER_RUN_DIR"
 PACKAGES = ("anyorder", "torch", "lightning", "torchmetrics", "omegaconf", "numpy", "wandb", "tensorboard")
 
 
+_RANK_VARIABLES = ("RANK", "SLURM_PROCID", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK")
+
+
 def is_launch_rank_zero() -> bool:
-    """True in the process a user started (Lightning sets LOCAL_RANK/NODE_RANK in the processes it launches)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    """True in the process that owns the run directory: the one a user started on the first node. Launchers mark the
+    others (torchrun: RANK, GROUP_RANK; srun: SLURM_PROCID; Lightning's own launcher: NODE_RANK, LOCAL_RANK)."""
+    return all(os.environ.get(var, "0") == "0" for var in _RANK_VARIABLES)
 
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -105,19 +109,68 @@ def default_run_name(cfg: DictConfig) -> str:
     return f"{cfg.data.name}-{cfg.objective.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _claim(run_dir: Path) -> bool:
+    """Claim ``run_dir`` for a new run: true for the one process whose ``mkdir`` of its ``checkpoints`` made it.
+
+    ``mkdir`` is atomic, so of several processes that claim one directory at the same instant exactly one succeeds.
+    An existing empty directory (made by hand) can be claimed; one that holds a run cannot.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir()
+        return True
+    except FileExistsError as exc:
+        if not run_dir.is_dir():
+            raise RunError(f"{str(run_dir)!r} exists and is not a directory; choose another name= or output_dir=") from exc
+        return False
+    except NotADirectoryError as exc:
+        raise RunError(f"output_dir {str(run_dir.parent)!r} is not a directory; set output_dir= to a directory") from exc
+    except OSError as exc:
+        raise RunError(f"cannot create the run directory {str(run_dir)!r}: {exc.strerror or exc}; set output_dir= "
+                       f"to a writable directory") from exc
+
+
 def create_run_dir(cfg: DictConfig, argv: list[str]) -> Path:
-    """Create ``output_dir/name`` (never reusing an existing run) and write config.yaml and manifest.json."""
-    name = cfg.name or default_run_name(cfg)
-    run_dir = Path(cfg.output_dir) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(
-            f"run directory {str(run_dir)!r} already exists; resume it with `anyorder train --resume {run_dir}` or "
-            f"choose another name= override"
-        )
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    """Claim ``output_dir/name`` (never reusing an existing run) and write config.yaml and manifest.json.
+
+    A run without ``name`` is named ``<data>-<objective>-<time>``; when another run took that name in the same
+    second, ``-2``, ``-3``, ... is appended. A named run that exists is refused.
+    """
+    base = cfg.name or default_run_name(cfg)
+    for attempt in range(1, 1000):
+        name = base if attempt == 1 else f"{base}-{attempt}"
+        run_dir = Path(cfg.output_dir) / name
+        if _claim(run_dir):
+            break
+        if cfg.name:
+            raise RunError(
+                f"run directory {str(run_dir)!r} already exists; resume it with `anyorder train --resume {run_dir}` "
+                f"or choose another name= override"
+            )
+    else:
+        raise RunError(f"could not find a free run name like {base!r} in {cfg.output_dir!r}; set name=")
     cfg.name = name
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_json(run_dir / "manifest.json", new_manifest(cfg, argv))
+    return run_dir
+
+
+def wait_for_run_dir(cfg: DictConfig, timeout_s: float = 600.0) -> Path:
+    """The run directory that rank 0 (on another node) creates, once its config.yaml exists.
+
+    Processes of the other nodes of a multi-node run cannot be told the directory by rank 0, so they find it by
+    name: the run must be named (``name=`` on every node) and ``output_dir`` must be on a shared file system.
+    """
+    if not cfg.name:
+        raise RunError("this process is not rank 0 of its run (another node of a multi-node run): give the run a "
+                       "name with name=RUN on every node, so that all nodes use one run directory")
+    run_dir = Path(cfg.output_dir) / str(cfg.name)
+    deadline = time.monotonic() + timeout_s
+    while not (run_dir / "config.yaml").is_file():
+        if time.monotonic() > deadline:
+            raise RunError(f"rank 0 did not create {str(run_dir)!r} within {timeout_s:.0f} s; is output_dir on a "
+                           f"file system shared by all nodes?")
+        time.sleep(0.5)
     return run_dir
 
 

@@ -8,11 +8,13 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from anyorder.build import build_datamodule, build_module, build_trainer
-from anyorder.callbacks import LastCheckpoint
+from anyorder.build import build_datamodule, build_module, build_trainer, weights_mismatch
+from anyorder.callbacks import LastCheckpoint, StepProgressBar
 from anyorder.config import check_implementations, load_config
+from anyorder.errors import RunInterrupted
 from anyorder.evaluation import flat_values, likelihood_report, write_report
 from anyorder.loggers import build_logger, finish
 from anyorder.module import RunOutputs
@@ -23,6 +25,7 @@ from anyorder.runs import (
     create_run_dir,
     is_launch_rank_zero,
     require_run_dir,
+    wait_for_run_dir,
 )
 from anyorder.sampling import draw_to_file
 
@@ -41,7 +44,14 @@ def _resolve_run(config: str | None, overrides: list[str], resume: str | None, a
     if resume is not None:
         run_dir = require_run_dir(resume)
         cfg = load_config(run_dir / "config.yaml", overrides)
-        ckpt = checkpoint_path(run_dir, "last")
+        ckpt: Path | None = run_dir / "checkpoints" / "last.ckpt"
+        if ckpt is not None and not ckpt.is_file():
+            if any((run_dir / "checkpoints").glob("*.ckpt")):
+                ckpt = checkpoint_path(run_dir, "last")  # raises: names the checkpoints the run does have
+            # Stopped before its first checkpoint: nothing to continue from, so the run starts again from step 0.
+            ckpt = None
+            if is_launch_rank_zero():
+                print(f"{run_dir} has no checkpoint yet (it stopped before the first one): starting it from step 0")
         if is_launch_rank_zero():
             append_invocation(run_dir, argv)
         return cfg, run_dir, ckpt
@@ -50,12 +60,23 @@ def _resolve_run(config: str | None, overrides: list[str], resume: str | None, a
         check_implementations(validated, str(config))  # fail before the run directory exists
     cfg = validated
     inherited = os.environ.get(RUN_DIR_ENV)
-    if inherited and not is_launch_rank_zero():
-        # A process launched by Lightning for another rank: use the directory rank 0 created.
-        cfg.name = Path(inherited).name
-        return cfg, Path(inherited), None
+    if not is_launch_rank_zero():
+        # Another rank: a process launched by Lightning is told the directory rank 0 created; one started on another
+        # node finds it by the run's name.
+        run_dir = Path(inherited) if inherited else wait_for_run_dir(cfg)
+        cfg.name = run_dir.name
+        return cfg, run_dir, None
     run_dir = create_run_dir(cfg, argv)
     return cfg, run_dir, None
+
+
+def _interrupted(what: str, saved_at: int, run_dir: Path) -> str:
+    if saved_at < 0 and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return (f"training stopped by {what} before its first checkpoint; `anyorder train --resume {run_dir}` starts "
+                f"it again from step 0")
+    where = f"step {saved_at}" if saved_at >= 0 else "its last checkpoint"
+    return (f"training stopped by {what}; checkpoints/last.ckpt holds {where}: continue with "
+            f"`anyorder train --resume {run_dir}`")
 
 
 def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, resume: str | None = None,
@@ -80,6 +101,8 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
     model = build_module(cfg, outputs=outputs)
     logger = build_logger(cfg, run_dir)
     callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), *(extra_callbacks or [])]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar())
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
     val_every = int(cfg.train.val_every_n_steps) * accumulate
     limit_val = int(cfg.train.limit_val_batches) or 1.0
@@ -89,14 +112,21 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
         log_every_n_steps=int(cfg.train.log_every_n_steps), default_root_dir=str(run_dir),
         detect_anomaly=bool(cfg.train.detect_anomaly),
     )
+    last = callbacks[0]
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        except RuntimeError as exc:
+            if ckpt is not None and "loading state_dict" in str(exc):
+                raise weights_mismatch(ckpt, exc) from exc
+            raise
+        except SIGTERMException as exc:
+            # Lightning stops at the end of a step after a SIGTERM; LastCheckpoint saved that step (see there).
+            raise RunInterrupted(_interrupted("SIGTERM", last.saved_at, run_dir), exit_status=143) from exc
         if trainer.interrupted:
             # Stopped mid-step (Ctrl-C): the in-memory state may be half a step ahead of the data position, so it is
             # not saved; last.ckpt is the consistent state to resume from.
-            print(f"training interrupted at step {trainer.global_step}; resume with "
-                  f"`anyorder train --resume {run_dir}` (continues from checkpoints/last.ckpt)")
-            return run_dir
+            raise RunInterrupted(_interrupted("an interrupt", last.saved_at, run_dir), exit_status=130)
         if cfg.train.test_at_end:
             trainer.test(model, datamodule=datamodule, verbose=False)
             result = outputs.last_evaluation

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import MARKOV_CONFIG, tiny_markov
 
-from anyorder.checkpoint import load_checkpoint
+from anyorder.checkpoint import DIGEST_KEY, load_checkpoint
 from anyorder.cli import main
 from anyorder.errors import NonFiniteLossError, RunError
 from anyorder.train import train
@@ -145,6 +145,7 @@ def test_a_format_1_checkpoint_of_anyorder_0_1_still_resumes_and_evaluates(tmp_p
     state["anyorder"]["ema"]["shadow"] = strip(state["anyorder"]["ema"]["shadow"])
     state["anyorder"]["format"] = 1
     del state["anyorder"]["objective_state"]
+    del state[DIGEST_KEY]  # 0.1 wrote no digest
     torch.save(state, ckpt)
     assert main(["evaluate", str(run), "--out", str(tmp_path / "old.json")]) == 0
     new, old = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("new", "old"))
