@@ -117,3 +117,24 @@ def write_with(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:
     """Call ``writer(binary_file)`` and commit the result atomically (e.g. ``torch.save``)."""
     with atomic_open(path, "wb") as f:
         writer(f)
+
+
+def input_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is an existing regular file; else a :class:`RunError` naming ``what`` it should be."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{what} {str(path)!r} does not exist")
+    if not path.is_file():
+        raise RunError(f"{what} {str(path)!r} is not a file" + (" (it is a directory)" if path.is_dir() else ""))
+    return path
+
+
+def read_text_input(path: str | Path, what: str) -> str:
+    """The UTF-8 text of the input file ``path``; a missing, binary or non-UTF-8 file is a :class:`RunError`."""
+    data = input_file(path, what).read_bytes()
+    if b"\x00" in data:
+        raise RunError(f"{what} {str(path)!r} is a binary file; give a text file (UTF-8, one item per line)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start}); give a UTF-8 text file") from exc

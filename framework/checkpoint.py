@@ -65,9 +65,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        lines = str(exc).splitlines() or [""]
+        reason = next((line.strip() for line in lines if "Unsupported" in line or "global" in line), lines[0])
         raise RunError(
-            f"refusing to load {str(path)!r}: it contains objects other than tensors and plain data, which "
-            f"could run code when unpickled ({str(exc).splitlines()[0]}). Only load checkpoints written by anyorder."
+            f"refusing to load {str(path)!r}: it holds objects other than tensors and plain data, which could run "
+            f"code when unpickled ({reason}); it is damaged or was not written by anyorder; {_others(path)}"
         ) from exc
     except Exception as exc:  # any decoding failure of a damaged or foreign file (zip, pickle, unicode, ...)
         first = (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anyorder.atomic import write_json
+from anyorder.atomic import read_text_input, write_json
 from anyorder.config import plugin_options, validate_plugin_section
 from anyorder.errors import ConfigError
 from anyorder.registry import REGISTRY
@@ -18,9 +18,7 @@ from anyorder.runs import package_versions
 def read_samples(path: str | Path) -> list[str]:
     """Samples in their text form: one per line of a ``.txt`` file, or the ``sample`` field of a ``.jsonl`` file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"samples file {str(path)!r} does not exist")
-    lines = path.read_text().splitlines()
+    lines = read_text_input(path, "samples file").splitlines()
     if path.suffix == ".jsonl":
         try:
             return [json.loads(line)["sample"] for line in lines if line.strip()]
@@ -77,6 +75,9 @@ def evaluate_samples(path: str | Path, dataset: dict[str, Any], *, metrics: Sequ
 
     ``metrics`` defaults to the dataset's own suite (:meth:`~anyorder.data.DiscreteDataModule.default_metrics`).
     """
+    texts = read_samples(path)  # the file first: a bad one fails before the dataset is loaded
+    if not texts:
+        raise ConfigError(f"samples file {str(path)!r} holds no samples (0 lines); there is nothing to score")
     dataset = validate_plugin_section("dataset", dataset, "data", "--dataset")
     impl = REGISTRY.implementation("dataset", dataset["name"])
     datamodule = impl(plugin_options("dataset", dataset), seed=seed)
@@ -87,7 +88,6 @@ def evaluate_samples(path: str | Path, dataset: dict[str, Any], *, metrics: Sequ
         raise ConfigError(f"dataset {dataset['name']!r} names no default metrics; pass --metrics name[,name...]")
     sections = [validate_plugin_section("metric", m, f"metrics[{i}]", "--metrics") for i, m in enumerate(sections)]
     check_distinct_sections(sections)
-    texts = read_samples(path)
     result = score(datamodule, [datamodule.parse_text(t) for t in texts], sections)
     report = {
         **result,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 from anyorder.build import build_datamodule, build_module, build_trainer, weights_mismatch
 from anyorder.callbacks import LastCheckpoint, StepProgressBar
 from anyorder.config import check_implementations, load_config
-from anyorder.errors import RunInterrupted
+from anyorder.errors import ConfigError, RunInterrupted
 from anyorder.evaluation import flat_values, likelihood_report, write_report
 from anyorder.loggers import build_logger, finish
 from anyorder.module import RunOutputs
@@ -79,23 +80,8 @@ def _interrupted(what: str, saved_at: int, run_dir: Path) -> str:
             f"`anyorder train --resume {run_dir}`")
 
 
-def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, resume: str | None = None,
-          argv: list[str] | None = None, extra_callbacks: list[Any] | None = None,
-          validated: DictConfig | None = None) -> Path:
-    """Train from ``config`` (+ overrides) into a new run directory, or continue the run ``resume``.
-
-    ``validated`` is the config already loaded and checked from ``config`` and ``overrides`` (by the CLI), so that it
-    is validated once.
-
-    ``extra_callbacks`` are Lightning callbacks added to the run (pass the same ones again when resuming if they
-    carry state). Returns the run directory.
-    """
-    overrides = list(overrides)
-    argv = argv or []
-    cfg, run_dir, ckpt = _resolve_run(config, overrides, resume, argv, validated)
-    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
+def _fit(cfg: DictConfig, run_dir: Path, ckpt: Path | None, extra_callbacks: list[Any] | None) -> None:
+    """Build the run's pieces, train (from ``ckpt`` when given), then test and sample as configured."""
     datamodule = build_datamodule(cfg)
     outputs = RunOutputs(run_dir)
     model = build_module(cfg, outputs=outputs)
@@ -146,4 +132,30 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
                          logger=logger if logger else False)
     finally:
         finish(logger)
+
+
+def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, resume: str | None = None,
+          argv: list[str] | None = None, extra_callbacks: list[Any] | None = None,
+          validated: DictConfig | None = None) -> Path:
+    """Train from ``config`` (+ overrides) into a new run directory, or continue the run ``resume``.
+
+    ``validated`` is the config already loaded and checked from ``config`` and ``overrides`` (by the CLI), so that it
+    is validated once.
+
+    ``extra_callbacks`` are Lightning callbacks added to the run (pass the same ones again when resuming if they
+    carry state). Returns the run directory.
+    """
+    overrides = list(overrides)
+    argv = argv or []
+    cfg, run_dir, ckpt = _resolve_run(config, overrides, resume, argv, validated)
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    try:
+        _fit(cfg, run_dir, ckpt, extra_callbacks)
+    except ConfigError:
+        # A setting refused at the start (the monitor, a plugin's check) leaves nothing worth keeping: free the name.
+        if resume is None and is_launch_rank_zero() and not any((run_dir / "checkpoints").glob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir

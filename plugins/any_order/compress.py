@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from anyorder.atomic import write_json, write_text
+from anyorder.atomic import input_file, read_text_input, write_json, write_text
 from anyorder.errors import AnyorderError
 
 MODES = ("dataset", "single")
@@ -35,7 +35,7 @@ def _restore(run_dir: str | Path, which: str, overrides: list[str] | tuple[str, 
 
 
 def _read_datapoints(datamodule: Any, path: Path) -> torch.Tensor:
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in read_text_input(path, "input file").splitlines() if line.strip()]
     if not lines:
         raise AnyorderError(f"{path}: no datapoint (one per line, in the dataset's text form)")
     try:
@@ -56,11 +56,13 @@ def compress_run(run_dir: str | Path, inp: str | Path | None, out: str | Path, *
         raise AnyorderError(f"--mode must be one of {MODES} (got {mode!r})")
     if (inp is None) == (split is None):
         raise AnyorderError("give either an input file or --split NAME, not both and not neither")
+    if limit < 0:
+        raise AnyorderError(f"--limit must be 0 (all datapoints) or positive (got {limit})")
+    if inp is not None:
+        input_file(inp, "input file")  # before the run is loaded
     restored = _restore(run_dir, which, overrides)
     data = restored.datamodule
     tokens = getattr(data.splits, split).tokens if split else _read_datapoints(data, Path(inp))  # type: ignore[arg-type]
-    if limit < 0:
-        raise AnyorderError(f"--limit must be 0 (all datapoints) or positive (got {limit})")
     if limit:
         tokens = tokens[:limit]
     if mode == "single" and tokens.shape[0] != 1:
@@ -80,8 +82,9 @@ def decompress_run(run_dir: str | Path, inp: str | Path, out: str | Path, *, whi
                    overrides: list[str] | tuple[str, ...] = ()) -> int:
     """Decode the file ``inp`` with the run and write its datapoints to ``out`` in the dataset's text form (one per
     line); returns how many."""
+    source = input_file(inp, "compressed file")  # before the run is loaded
     restored = _restore(run_dir, which, overrides)
-    tokens = restored.module.objective.decompress_from(Path(inp))
+    tokens = restored.module.objective.decompress_from(source)
     data = restored.datamodule
     d = tokens.shape[1]
     write_text(out, "".join(data.to_text(data.decode(row, d)) + "\n" for row in tokens))
