@@ -6,13 +6,18 @@ for one. The W&B run id is stored in the run directory, so a resumed run continu
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import secrets
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from anyorder.atomic import write_json
@@ -62,6 +67,65 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path, state: dict[str, Any], tags: l
     run.define_metric("trainer/global_step")
     run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
     return WandbLogger(**names, save_dir=str(run_dir), experiment=run)
+
+
+class HistoryLogger(Logger):
+    """Every logged value, one JSON line per call, in ``logs/history.jsonl`` of the run, written through at once.
+
+    It is the record that survives a ``kill -9``: W&B's offline file is written by a helper process that buffers
+    and ends with the run. Each session (the first run and each resume) starts with a ``{"session": ...}`` line
+    giving the step it started from; a resumed session logs again the steps after its checkpoint, and its lines
+    replace the earlier session's from there.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.path = run_dir / "logs" / "history.jsonl"
+        self._file: Any = None
+
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()  # into the OS: survives the process being killed
+
+    @rank_zero_only
+    def start_session(self, step: int) -> None:
+        """Mark the start of a session at ``step`` (0 for a new run, the checkpoint's step on resume)."""
+        self._write({"session": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step})
+
+    def session_marker(self) -> L.Callback:
+        """A callback that calls :meth:`start_session` when training starts (the step is known only then)."""
+        history = self
+
+        class _Marker(L.Callback):
+            def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+                history.start_session(trainer.global_step)
+
+        return _Marker()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._write({"step": step, **{k: float(v) for k, v in metrics.items()}})
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the config is in config.yaml and the manifest
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> Logger | bool:

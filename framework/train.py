@@ -17,7 +17,7 @@ from anyorder.callbacks import LastCheckpoint, StepProgressBar
 from anyorder.config import check_implementations, load_config
 from anyorder.errors import ConfigError, RunInterrupted
 from anyorder.evaluation import flat_values, likelihood_report, write_report
-from anyorder.loggers import build_logger, finish
+from anyorder.loggers import HistoryLogger, build_logger, finish
 from anyorder.module import RunOutputs
 from anyorder.runs import (
     RUN_DIR_ENV,
@@ -86,14 +86,18 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt: Path | None, extra_callbacks: lis
     outputs = RunOutputs(run_dir)
     model = build_module(cfg, outputs=outputs)
     logger = build_logger(cfg, run_dir)
+    history = HistoryLogger(run_dir) if logger else None
     callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), *(extra_callbacks or [])]
+    if history is not None:
+        callbacks.append(history.session_marker())
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(StepProgressBar())
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
     val_every = int(cfg.train.val_every_n_steps) * accumulate
     limit_val = int(cfg.train.limit_val_batches) or 1.0
     trainer = build_trainer(
-        cfg, logger=logger, callbacks=callbacks, max_steps=int(cfg.train.max_steps), max_epochs=-1,
+        cfg, logger=[logger, history] if logger else False, callbacks=callbacks, max_steps=int(cfg.train.max_steps),
+        max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None, limit_val_batches=limit_val,
         log_every_n_steps=int(cfg.train.log_every_n_steps), default_root_dir=str(run_dir),
         detect_anomaly=bool(cfg.train.detect_anomaly),

@@ -327,3 +327,30 @@ def test_the_bar_counts_steps_and_no_tips_or_deprecation_noise(tmp_path: Path) -
     assert "Epoch" not in out
     assert "litlogger" not in out
     assert "anonymous" not in out
+
+
+# -- 9. a killed run's history --------------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_history_up_to_the_last_checkpoint_survives_kill_9(tmp_path: Path) -> None:
+    import json
+
+    args = tiny_markov(tmp_path, "name=k", "logger.name=wandb", "logger.mode=offline", "train.ckpt_every_n_steps=4",
+                       "train.val_every_n_steps=1000", steps=100000)
+    proc = subprocess.Popen([sys.executable, "-m", "anyorder.cli", "train", str(MARKOV_CONFIG), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "runs" / "k"
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait(timeout=60)
+    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    records = [json.loads(line) for line in (run / "logs" / "history.jsonl").read_text().splitlines()]
+    assert records[0]["step"] == 0 and "session" in records[0]
+    logged = {r["step"] for r in records if "train/loss" in r}
+    assert set(range(saved)) - logged <= {saved - 1}, (saved, sorted(set(range(saved)) - logged))
+    train(None, [f"train.max_steps={saved + 3}"], resume=str(run))
+    records = [json.loads(line) for line in (run / "logs" / "history.jsonl").read_text().splitlines()]
+    sessions = [r for r in records if "session" in r]
+    assert [s["step"] for s in sessions] == [0, saved]
