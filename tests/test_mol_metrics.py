@@ -495,7 +495,28 @@ def test_validity_plugin_corrected_option(monkeypatch: pytest.MonkeyPatch) -> No
     metric = mm.MolValidity(mcfg.MolValidityConfig(corrected=True), None)
     metric.update(["CCO", None, "C1CC", Chem.MolFromSmiles("C(C)(C)(C)(C)C", sanitize=False)])
     got = {k: v.item() for k, v in metric.compute().items()}
-    assert got == pytest.approx({"validity": 0.25, "validity_connected": 0.25, "validity_corrected": 0.5})
+    assert got == pytest.approx({"validity": 0.25, "validity_connected": 0.25, "validity_corrected": 0.5,
+                                 "invalid_too_long": 0.0})
+
+
+def test_an_over_long_sample_is_invalid_without_being_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 5,000-character line among good SMILES once cost minutes in the suite: it must never reach RDKit."""
+    parse = Chem.MolFromSmiles
+
+    def guarded(smiles: str, *args: Any, **kwargs: Any) -> Any:
+        assert len(smiles) <= scoring.MAX_SAMPLE_CHARS, "an over-long sample reached the parser"
+        return parse(smiles, *args, **kwargs)
+
+    monkeypatch.setattr(scoring.Chem, "MolFromSmiles", guarded)
+    samples = ["CCO", "c1ccccc1", "C" * 5000, "C" * 200_000, None, "CC(=O)O"]
+    got = scoring.validity(samples)
+    assert got["num_valid"] == 3 and got["num_too_long"] == 2
+    metric = mm.MolValidity(mcfg.MolValidityConfig(corrected=True), None)
+    metric.update(samples)
+    values = {k: v.item() for k, v in metric.compute().items()}
+    assert values["validity"] == pytest.approx(3 / 6) and values["invalid_too_long"] == pytest.approx(2 / 6)
+    big = Chem.MolFromSmiles("C" * (scoring.MAX_SAMPLE_ATOMS + 1))
+    assert scoring.to_mol(big) is None
 
 
 def test_plugin_without_molecule_datamodule() -> None:

@@ -125,10 +125,11 @@ class MolValidity(MoleculeMetric):
     valid: Tensor
     connected: Tensor
     corrected: Tensor
+    too_long: Tensor
 
     def __init__(self, config: MolValidityConfig, datamodule: Any = None) -> None:
         super().__init__(config, datamodule)
-        for name in ("count", "valid", "connected", "corrected"):
+        for name in ("count", "valid", "connected", "corrected", "too_long"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._correct_fn = scoring.default_correct_fn() if config.corrected else None
 
@@ -138,13 +139,15 @@ class MolValidity(MoleculeMetric):
         self.count += len(samples)
         self.valid += len(valid)
         self.connected += sum(1 for m in valid if scoring.num_fragments(m) == 1)
+        self.too_long += sum(1 for s in samples if scoring.too_long(s))
         if self._correct_fn is not None:
             self.corrected += sum(1 for s in samples if scoring.corrected_valid(s, self._correct_fn))
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         """Rates over all samples (0 when there is no sample)."""
         n = self.count.clamp(min=1)
-        out = {"validity": self.valid / n, "validity_connected": self.connected / n}
+        out = {"validity": self.valid / n, "validity_connected": self.connected / n,
+               "invalid_too_long": self.too_long / n}
         if self._correct_fn is not None:
             out["validity_corrected"] = self.corrected / n
         return out

@@ -40,6 +40,21 @@ RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]
 
 Sample = Any  # str | Chem.Mol | None
 
+MAX_SAMPLE_CHARS = 500
+"""A SMILES sample longer than this is invalid without being parsed (reason ``too_long``). The largest molecules of
+QM9 and ZINC250k take under 120 characters; one very long line would otherwise cost minutes and gigabytes in the
+graph kernels and RDKit."""
+
+MAX_SAMPLE_ATOMS = 150
+"""A sample with more heavy atoms than this is invalid (reason ``too_long``): ZINC250k's largest has 38."""
+
+
+def too_long(sample: Sample) -> bool:
+    """Whether ``sample`` is over the cost cap (:data:`MAX_SAMPLE_CHARS`, :data:`MAX_SAMPLE_ATOMS`)."""
+    if isinstance(sample, str):
+        return len(sample) > MAX_SAMPLE_CHARS
+    return isinstance(sample, Chem.Mol) and sample.GetNumAtoms() > MAX_SAMPLE_ATOMS
+
 # ---------------------------------------------------------------------------------------------------------------
 # Parsing, canonical SMILES, stable hashes
 # ---------------------------------------------------------------------------------------------------------------
@@ -51,7 +66,7 @@ def to_mol(sample: Sample) -> Chem.Mol | None:
     A Mol is copied and sanitized as it is (no fixing); a string is parsed with ``Chem.MolFromSmiles``. A molecule
     with no atom (e.g. the empty string) is invalid.
     """
-    if sample is None:
+    if sample is None or too_long(sample):
         return None
     if isinstance(sample, str):
         mol = Chem.MolFromSmiles(sample) if sample else None
@@ -63,7 +78,7 @@ def to_mol(sample: Sample) -> Chem.Mol | None:
             return None
     else:
         raise TypeError(f"a molecule sample is a SMILES string, an RDKit Mol or None (got {type(sample).__name__})")
-    if mol is None or mol.GetNumAtoms() == 0:
+    if mol is None or mol.GetNumAtoms() == 0 or mol.GetNumAtoms() > MAX_SAMPLE_ATOMS:
         return None
     return mol
 
@@ -114,14 +129,17 @@ def validity(samples: Sequence[Sample]) -> dict[str, float]:
 
     Returns ``validity`` (valid / samples; multi-fragment molecules count as valid, as in GDSS),
     ``validity_connected`` (valid and a single fragment / samples: the largest fragment is the whole molecule),
-    ``num_samples`` and ``num_valid``.
+    ``num_samples``, ``num_valid``, and the samples over the cost cap (:func:`too_long`, invalid):
+    ``invalid_too_long`` (a rate) and ``num_too_long``.
     """
     n = len(samples)
     mols = [to_mol(s) for s in samples]
     valid = [m for m in mols if m is not None]
     connected = sum(1 for m in valid if num_fragments(m) == 1)
+    long = sum(1 for s in samples if too_long(s))
     return {"validity": len(valid) / n if n else 0.0, "validity_connected": connected / n if n else 0.0,
-            "num_samples": float(n), "num_valid": float(len(valid))}
+            "num_samples": float(n), "num_valid": float(len(valid)),
+            "invalid_too_long": long / n if n else 0.0, "num_too_long": float(long)}
 
 
 def default_correct_fn() -> Callable[[Chem.Mol], Chem.Mol | None]:
@@ -133,7 +151,7 @@ def default_correct_fn() -> Callable[[Chem.Mol], Chem.Mol | None]:
 
 def unsanitized_mol(sample: Sample) -> Chem.Mol | None:
     """``sample`` as a Mol without sanitization (a copy for a Mol; ``sanitize=False`` parsing for a string)."""
-    if sample is None:
+    if sample is None or too_long(sample):
         return None
     if isinstance(sample, str):
         return Chem.MolFromSmiles(sample, sanitize=False) if sample else None
@@ -620,7 +638,8 @@ def evaluate(samples: Sequence[Sample], train_smiles: Sequence[str], test_smiles
     out: dict[str, Any] = {
         "validity": len(valid) / n if n else 0.0,
         "validity_connected": sum(1 for m in valid if num_fragments(m) == 1) / n if n else 0.0,
-        "num_samples": float(n), "num_valid": float(len(valid)),
+        "invalid_too_long": sum(1 for x in samples if too_long(x)) / n if n else 0.0,
+        "num_samples": float(n), "num_valid": float(len(valid)), "num_too_long": float(sum(map(too_long, samples))),
     }
     if with_corrected:
         out.update(validity_corrected(samples, correct_fn))
