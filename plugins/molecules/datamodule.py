@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 """Version of the cache file layout and of the preprocessing steps here; bump it when either changes."""
 
-ORDER_PICTURE_MOLECULES = 12
+ORDER_PICTURE_MOLECULES = 16
 """Valid samples drawn with their generation steps by :meth:`MoleculeDataModule.render_orders`."""
 
 SPLITS = ("train", "val", "test")
