@@ -60,9 +60,12 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path, state: dict[str, Any], tags: l
         return WandbLogger(**names, save_dir=str(run_dir))  # never starts a W&B run: only rank 0 logs
     # The run is started here rather than by Lightning, whose wandb.init call passes a deprecated `anonymous`
     # setting that makes W&B print a warning on every run.
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
     run = wandb.init(
-        **names, entity=cfg.logger.entity, resume="allow", dir=str(run_dir), tags=tags, mode=mode,
-        config=OmegaConf.to_container(cfg, resolve=True), settings=wandb.Settings(init_timeout=60, silent=True),
+        **names, entity=cfg.logger.entity, resume="allow", dir=str(run_dir), tags=tags,
+        mode=mode,  # type: ignore[arg-type]  # one of wandb_mode()'s values
+        config={str(k): v for k, v in config.items()}, settings=wandb.Settings(init_timeout=60, silent=True),
     )
     run.define_metric("trainer/global_step")
     run.define_metric("*", step_metric="trainer/global_step", step_sync=True)

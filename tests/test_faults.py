@@ -320,7 +320,8 @@ def test_the_bar_counts_steps_and_no_tips_or_deprecation_noise(tmp_path: Path) -
     args = tiny_markov(tmp_path, "name=seen", "logger.name=wandb", "logger.mode=offline",
                        "trainer.enable_progress_bar=true", steps=6)
     proc = subprocess.run([sys.executable, "-m", "anyorder.cli", "train", str(MARKOV_CONFIG), *args],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+                          capture_output=True, text=True, timeout=300,
+                          env={**{k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert "6/6" in out and "steps" in out
@@ -354,3 +355,30 @@ def test_history_up_to_the_last_checkpoint_survives_kill_9(tmp_path: Path) -> No
     records = [json.loads(line) for line in (run / "logs" / "history.jsonl").read_text().splitlines()]
     sessions = [r for r in records if "session" in r]
     assert [s["step"] for s in sessions] == [0, saved]
+
+
+# -- 10. the main job -------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_main_job_shows_a_model_that_works(tmp_path: Path) -> None:
+    """The README's first command, as it is: at least 80% valid molecules, and the pictures it names."""
+    import json
+    import re
+
+    from PIL import Image
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = re.search(r"\.venv/bin/anyorder train (\S+)", readme)
+    assert command is not None
+    config = Path(__file__).resolve().parents[1] / command.group(1)
+    proc = subprocess.run([sys.executable, "-m", "anyorder.cli", "train", str(config), f"output_dir={tmp_path}",
+                           "name=main", "trainer.enable_progress_bar=false"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scores = json.loads((tmp_path / "main" / "samples" / "final.txt.scores.json").read_text())
+    assert scores["values"]["validity"] >= 0.80
+    assert re.search(r"^validity\s+0\.(8|9)", proc.stdout, re.M)
+    orders = tmp_path / "main" / "samples" / "final-orders.png"
+    assert f"orders picture   {orders}" in proc.stdout
+    assert Image.open(orders).size == (1280, 1280)  # a 4 x 4 grid: 16 molecules
