@@ -121,6 +121,8 @@ class TrainConfig:
     monitor: str = opt("val/nll", "metric that selects the `best` checkpoint (lower is better)")
     compile: bool = opt(False, "torch.compile the networks (costs ~20 s at start; pays off on GPUs)")
     detect_anomaly: bool = opt(False, "torch.autograd anomaly detection (slow; for debugging)")
+    init_from: str = opt("", "fine-tune: start from another run's weights (and EMA), given as RUN or RUN:last or "
+                             "RUN:best; the optimizer, schedule and step counter start fresh. '' trains from scratch")
 
 
 @dataclass

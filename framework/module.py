@@ -164,6 +164,8 @@ class RunModule(L.LightningModule):
         self._sample_metrics: list[SampleMetric] | None = None
         self._last_loss: tuple[Tensor, dict[str, Tensor]] = (torch.zeros(()), {})
         self._pending_state: Any = None
+        self.init_state: dict[str, Any] | None = None
+        """A checkpoint whose weights the run starts from (``train.init_from``), applied when the model is built."""
 
     # -- construction -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -211,11 +213,28 @@ class RunModule(L.LightningModule):
                 raise ConfigError("train.ema_decay > 0 is not supported with a sharded strategy (FSDP, DeepSpeed) "
                                   "yet; set train.ema_decay=0")
             self.ema = EMA(self, decay)
+        if self.init_state is not None:
+            self._apply_init_state(self.init_state)
+            self.init_state = None
         if self.run.train.compile:
             # In-place compile keeps parameter names, so checkpoints and EMA states load into uncompiled models.
             for module in self.objective.modules():
                 if isinstance(module, Network):
                     module.compile()
+
+    def _apply_init_state(self, checkpoint: dict[str, Any]) -> None:
+        """Start from another run's checkpoint (``train.init_from``): its weights, and its EMA where both runs keep
+        one (else the EMA starts at the loaded weights); nothing of its optimizer, schedule, step or objective
+        state."""
+        upgrade_checkpoint(checkpoint)
+        state = {k.removeprefix("objective."): v for k, v in checkpoint["state_dict"].items()}
+        self.objective.init_from_state(state)
+        if self.ema is not None:
+            source_ema = (checkpoint.get(CHECKPOINT_KEY) or {}).get("ema")
+            self.ema = EMA(self, float(self.run.train.ema_decay))
+            if isinstance(source_ema, dict) and set(source_ema.get("shadow", {})) >= set(self.ema.shadow):
+                for name, value in self.ema.shadow.items():
+                    value.copy_(source_ema["shadow"][name])
 
     def _trainer_strategy_is_sharded(self) -> bool:
         try:

@@ -24,7 +24,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from anyorder.data import DataSpace
-from anyorder.errors import ConfigError
+from anyorder.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
     from anyorder.config import EvalConfig, SampleConfig, TrainConfig
@@ -316,6 +316,20 @@ class Objective(nn.Module):
     def evaluation_statistics(self) -> dict[str, EvaluationStatistic]:
         """Fresh set-level statistics, fed the ``outputs`` of every evaluation batch; keyed by a name."""
         return {}
+
+    def init_from_state(self, state: dict[str, Tensor]) -> None:
+        """Take the weights of another run (``train.init_from``): ``state`` is that run's objective state dict,
+        without the ``objective.`` prefix. By default every tensor must fit by name and shape; an objective whose
+        parameters differ from the source's on purpose (an output layer with more actions) overrides this."""
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a tensor of another shape
+            detail = " ".join(str(exc).split())[:300]
+            raise RunError(f"the source run's weights do not fit this objective ({detail}); train.init_from needs "
+                           f"the same networks") from exc
+        if missing or unexpected:
+            raise RunError(f"the source run's weights do not fit this objective (missing: {list(missing)[:5]}, "
+                           f"unexpected: {list(unexpected)[:5]}); train.init_from needs the same networks")
 
     def checkpoint_state(self) -> Any:
         """This rank's state that is not a tensor of the module (e.g. a replay buffer), as plain Python values

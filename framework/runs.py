@@ -209,5 +209,16 @@ def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
     return path
 
 
+def init_source(spec: str) -> Path:
+    """The checkpoint named by ``train.init_from``: ``RUN``, ``RUN:last`` or ``RUN:best`` (it must exist)."""
+    run, _, which = spec.rpartition(":")
+    if which not in ("last", "best") or not run:
+        run, which = spec, "last"
+    try:
+        return checkpoint_path(require_run_dir(run), which)
+    except RunError as exc:
+        raise RunError(f"train.init_from={spec!r}: {exc}") from exc
+
+
 def command_line() -> list[str]:
     return [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -12,9 +12,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from anyorder.atomic import write_json
 from anyorder.build import build_datamodule, build_module, build_trainer, weights_mismatch
 from anyorder.callbacks import LastCheckpoint, StepProgressBar
+from anyorder.checkpoint import load_checkpoint
 from anyorder.config import check_implementations, load_config
+from anyorder.downloads import sha256_file
 from anyorder.errors import ConfigError, RunInterrupted
 from anyorder.evaluation import flat_values, likelihood_report, write_report
 from anyorder.loggers import HistoryLogger, build_logger, finish
@@ -24,7 +27,9 @@ from anyorder.runs import (
     append_invocation,
     checkpoint_path,
     create_run_dir,
+    init_source,
     is_launch_rank_zero,
+    read_json,
     require_run_dir,
     wait_for_run_dir,
 )
@@ -60,6 +65,8 @@ def _resolve_run(config: str | None, overrides: list[str], resume: str | None, a
         validated = load_config(config, overrides)
         check_implementations(validated, str(config))  # fail before the run directory exists
     cfg = validated
+    if cfg.train.init_from:
+        init_source(str(cfg.train.init_from))  # a missing source fails before the run directory exists
     inherited = os.environ.get(RUN_DIR_ENV)
     if not is_launch_rank_zero():
         # Another rank: a process launched by Lightning is told the directory rank 0 created; one started on another
@@ -68,6 +75,12 @@ def _resolve_run(config: str | None, overrides: list[str], resume: str | None, a
         cfg.name = run_dir.name
         return cfg, run_dir, None
     run_dir = create_run_dir(cfg, argv)
+    if cfg.train.init_from:
+        source = init_source(str(cfg.train.init_from))
+        manifest = read_json(run_dir / "manifest.json")
+        manifest["init_from"] = {"run": str(source.parent.parent.resolve()), "checkpoint": source.name,
+                                 "file_sha256": sha256_file(source)}
+        write_json(run_dir / "manifest.json", manifest)
     return cfg, run_dir, None
 
 
@@ -85,6 +98,9 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt: Path | None, extra_callbacks: lis
     datamodule = build_datamodule(cfg)
     outputs = RunOutputs(run_dir)
     model = build_module(cfg, outputs=outputs)
+    if ckpt is None and cfg.train.init_from:
+        # A fresh start (not a resume, whose checkpoint holds the weights already) of a fine-tuning run.
+        model.init_state = load_checkpoint(init_source(str(cfg.train.init_from)))
     logger = build_logger(cfg, run_dir)
     history = HistoryLogger(run_dir) if logger else None
     callbacks: list[Any] = [*checkpoint_callbacks(cfg, run_dir), *(extra_callbacks or [])]
