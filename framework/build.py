@@ -42,10 +42,11 @@ def build_objective(cfg: DictConfig, space: DataSpace) -> Objective:
 
 
 class _DropTip(logging.Filter):
-    """Drops Lightning's advertisement for its cloud logger, printed on every run."""
+    """Drops Lightning's advertisements for its cloud logger and model registry, printed on every run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and "litmodels" not in message
 
 
 def build_trainer(cfg: DictConfig, *, logger: Any = False, callbacks: list[Any] | None = None,

@@ -326,7 +326,7 @@ def test_the_bar_counts_steps_and_no_tips_or_deprecation_noise(tmp_path: Path) -
     out = proc.stdout + proc.stderr
     assert "6/6" in out and "steps" in out
     assert "Epoch" not in out
-    assert "litlogger" not in out
+    assert "litlogger" not in out and "litmodels" not in out
     assert "anonymous" not in out
 
 
