@@ -179,3 +179,82 @@ def test_top_k_and_top_p_filter_the_actions() -> None:
     lengths = samples.lengths.tolist()
     assert [samples.tokens[i, :n].tolist() for i, n in enumerate(lengths)] == [
         fold(e, bksp=model.bksp_id, eos=model.eos_id) for e in greedy]
+
+
+# -- the corrected loss (issue: SequenceMatch second pass); each change is a switch whose default is the fix ---------
+def _mixture_parts(model: Any, noise: bool) -> dict[str, Any]:
+    """Losses of one data episode with a flagged noise emission (3, [5], BKSP, 4, EOS) and two replay episodes."""
+    data = [3, 5, model.bksp_id, 4, model.eos_id]
+    replay = [[1, 2, model.eos_id], [6, model.bksp_id, 7, 0, model.eos_id]]
+    flags = [[False, noise, False, False, False], [False] * 3, [False] * 5]
+    with torch.no_grad():
+        terms = model.action_terms([[model.bos_id]] * 3, [data, *replay], flags, 1)
+        return {"terms": terms, **model.losses(terms)}
+
+
+def _mean(x: torch.Tensor, where: torch.Tensor) -> float:
+    return float((x * where).sum() / where.sum())
+
+
+def test_noise_emissions_are_out_of_the_mixture_terms_unless_switched_on() -> None:
+    fixed = _model("objective.noise_rate=0.0", "objective.mixture=per_action", "objective.gamma=0.9")
+    old = _model("objective.noise_rate=0.0", "objective.mixture=per_action", "objective.gamma=0.9",
+                 "objective.noise_in_mixture=true")
+    old.network.load_state_dict(fixed.network.state_dict())
+    new, was = _mixture_parts(fixed, noise=True), _mixture_parts(old, noise=True)
+    t = new["terms"]
+    r = t["q"] - 0.9 * t["next_value"]
+    w = 0.9 ** t["step"].double()
+    penalty = r ** 2 / 4  # chi2 with alpha = 1
+    clean = t["valid"] & ~t["noise"]
+    assert float(new["penalty"]) == pytest.approx(_mean(w * penalty, clean), rel=1e-5)
+    assert float(was["penalty"]) == pytest.approx(_mean(w * penalty, t["valid"]), rel=1e-5)
+    assert float(new["penalty"]) != pytest.approx(float(was["penalty"]))
+    assert float(new["value"]) == pytest.approx(_mean(w * (t["value"] - 0.9 * t["next_value"]), clean), rel=1e-5)
+    assert float(new["r_noise"]) == pytest.approx(float(r[0, 1]), rel=1e-5)  # the one noise emission
+
+
+def test_the_mixture_weighs_data_and_replay_equally() -> None:
+    equal = _model("objective.noise_rate=0.0", "objective.gamma=0.9")
+    per_action = _model("objective.noise_rate=0.0", "objective.gamma=0.9", "objective.mixture=per_action")
+    per_action.network.load_state_dict(equal.network.state_dict())
+    a, b = _mixture_parts(equal, noise=False), _mixture_parts(per_action, noise=False)
+    t = a["terms"]
+    r = t["q"] - 0.9 * t["next_value"]
+    w = 0.9 ** t["step"].double()
+    penalty = w * r ** 2 / 4
+    data, replay = t["valid"] & t["is_data"], t["valid"] & ~t["is_data"]
+    assert float(a["penalty"]) == pytest.approx(0.5 * _mean(penalty, data) + 0.5 * _mean(penalty, replay), rel=1e-5)
+    assert float(b["penalty"]) == pytest.approx(_mean(penalty, t["valid"]), rel=1e-5)
+    assert float(a["r_replay"]) == pytest.approx(_mean(r, replay), rel=1e-5)
+
+
+def test_a_cut_window_bootstraps_its_last_value() -> None:
+    boot = _model("objective.noise_rate=0.0", length=4, variable=False)
+    cut = _model("objective.noise_rate=0.0", "objective.truncation=terminal", length=4, variable=False)
+    cut.network.load_state_dict(boot.network.state_dict())
+    episode = [[1, 2, 3, 4]]
+    with torch.no_grad():
+        a = boot.action_terms([[boot.bos_id]], episode, None, 1)
+        b = cut.action_terms([[cut.bos_id]], episode, None, 1)
+        after = boot.network(torch.tensor([[boot.bos_id, 1, 2, 3, 4]]))[0, -1]
+    assert float(b["next_value"][0, 3]) == 0.0
+    assert float(a["next_value"][0, 3]) == pytest.approx(float(after.logsumexp(-1)), rel=1e-5)
+    assert torch.equal(a["next_value"][0, :3], b["next_value"][0, :3])
+
+
+def test_diagnostics_are_the_quantities_they_name() -> None:
+    model = _model("objective.noise_rate=0.0", "objective.gamma=0.9")
+    parts = _mixture_parts(model, noise=True)
+    t = parts["terms"]
+    with torch.no_grad():
+        logits = model.network(torch.tensor([[model.bos_id, 3]]))[0, -1].double()  # the clean state "3"
+    probs = torch.softmax(logits, -1)
+    # Data episode 3, [5], BKSP, 4, EOS: the clean states with something to delete are "3" (before the noise token,
+    # whose action is not imitated) and "3 4" (before EOS); the state "3 5" (before BKSP) follows noise.
+    clean = torch.tensor([[False, False, False, True, True]])
+    assert float(parts["bksp_prob_clean"]) == pytest.approx(_mean(t["p_bksp"][:1], clean), rel=1e-6)
+    assert float(t["p_bksp"][0, 1]) == pytest.approx(float(probs[model.bksp_id]), rel=1e-4)
+    assert float(t["entropy"][0, 1]) == pytest.approx(float(-(probs * probs.log()).sum()), rel=1e-4)
+    replay = t["valid"] & ~t["is_data"]
+    assert float(parts["loglik_replay"]) == pytest.approx(_mean(t["q"] - t["value"], replay), rel=1e-5)

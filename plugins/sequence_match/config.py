@@ -43,6 +43,16 @@ class SequenceMatchConfig(PluginConfig):
     replay_size: int = opt(256, "capacity of the replay buffer (oldest dropped first)")
     replay_rows: int = opt(8, "replay sequences added to each training batch for the mixture terms")
     action_cap: float = opt(2.0, "generation stops after action_cap * max_len actions (stops BKSP loops)")
+    noise_in_mixture: bool = opt(False, "keep the noise emissions in the mixture penalty and value terms (0.2.0's "
+                                        "loss, which pushed the policy toward its noise); false leaves them out of "
+                                        "every term, as methods.md says")
+    mixture: str = opt("equal", "how the mixture terms weigh data and replay actions: equal (the mean over data "
+                                "actions and the mean over replay actions, half each: the mixture (rho_data + "
+                                "rho_theta) / 2 of IQ-Learn) | per_action (0.2.0: one mean over all actions, so "
+                                "replay was 11-20% of it)", choices=("equal", "per_action"))
+    truncation: str = opt("bootstrap", "fixed-length data without EOS (windows cut from a longer text): bootstrap "
+                                       "V(s') of the state after the last token | terminal (0.2.0: V := 0 there, as "
+                                       "if the text ended)", choices=("bootstrap", "terminal"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -113,31 +113,62 @@ class SequenceMatch(Objective):
         here = at(layout.state_row, layout.can_delete)
         after = at(layout.next_row, layout.next_can_delete)
         value = here.logsumexp(-1)
-        next_value = after.logsumexp(-1).masked_fill(layout.terminal | ~layout.valid, 0.0)
+        # After EOS nothing follows: V := 0. The end of a fixed-length window is a cut, not an end: its V is kept.
+        ended = layout.terminal if (self.eos_id is not None or self.config.truncation == "terminal") \
+            else torch.zeros_like(layout.terminal)
+        next_value = after.logsumexp(-1).masked_fill(ended | ~layout.valid, 0.0)
         q = here.gather(-1, layout.actions[..., None]).squeeze(-1)
         is_data = torch.zeros_like(layout.valid)
         is_data[:num_data] = True
+        with torch.no_grad():  # diagnostics only
+            log_probs = (here - value[..., None]).clamp(min=-1e4)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            p_bksp = log_probs[..., self.bksp_id].exp()
         return {"q": q, "value": value, "next_value": next_value, "valid": layout.valid, "noise": layout.noise,
-                "step": layout.step, "is_data": is_data, "actions": layout.actions}
+                "step": layout.step, "is_data": is_data, "actions": layout.actions, "entropy": entropy,
+                "p_bksp": p_bksp, "can_delete": layout.can_delete}
 
     def losses(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
         """BC and the three L_SM terms from :meth:`action_terms`, each divided by the actions it covers."""
         gamma = self.config.gamma
         valid, data = terms["valid"], terms["valid"] & terms["is_data"]
         imitated = data & ~terms["noise"]
+        mix = valid if self.config.noise_in_mixture else valid & ~terms["noise"]
         w = gamma ** terms["step"].double()
         r = terms["q"] - gamma * terms["next_value"]
         log_pi = terms["q"] - terms["value"]
-        n_imitated, n_mix = imitated.sum().clamp(min=1), valid.sum().clamp(min=1)
+        n_imitated = imitated.sum().clamp(min=1)
+        mean_mix = self._mixture_mean(mix, terms["is_data"])
         out = {"bc": -(log_pi * imitated).sum() / n_imitated,
                "expert": -(w * self.divergence.expert(r) * imitated).sum().float() / n_imitated,
-               "value": (w * (terms["value"] - gamma * terms["next_value"]) * valid).sum().float() / n_mix}
+               "value": mean_mix(w * (terms["value"] - gamma * terms["next_value"])).float()}
         penalty = self.divergence.mixture_penalty(r)
-        out["penalty"] = (w * penalty * valid).sum().float() / n_mix if penalty is not None else r.new_zeros(())
+        out["penalty"] = mean_mix(w * penalty).float() if penalty is not None else r.new_zeros(())
         out["sm"] = out["expert"] + out["penalty"] + out["value"]
-        out["mean_v"] = (terms["value"] * valid).sum() / n_mix
-        out["mean_r"] = (r * valid).sum() / n_mix
+        out["mean_v"] = mean_mix(terms["value"])
+        out["mean_r"] = mean_mix(r)
+        # Diagnostics: the policy's entropy and P(BKSP) at the clean data states (something to delete, not after a
+        # noise token), and the log-likelihood per action of the replayed generations under the current policy.
+        after_noise = torch.zeros_like(terms["noise"])
+        after_noise[:, 1:] = terms["noise"][:, :-1]
+        clean = imitated & terms["can_delete"] & ~after_noise
+        out["entropy_data"] = (terms["entropy"] * imitated).sum() / n_imitated
+        out["bksp_prob_clean"] = (terms["p_bksp"] * clean).sum() / clean.sum()
+        replayed = valid & ~terms["is_data"]
+        out["loglik_replay"] = (log_pi.detach() * replayed).sum() / replayed.sum()
+        # Diagnostics: the implicit reward on the three kinds of action.
+        for name, where in (("r_data", imitated), ("r_replay", valid & ~terms["is_data"]),
+                            ("r_noise", data & terms["noise"])):
+            out[name] = ((r * where).sum() / where.sum()).detach()  # NaN when there is none (no host sync)
         return out
+
+    def _mixture_mean(self, mix: Tensor, is_data: Tensor) -> Any:
+        """The mean over the mixture's actions: half data, half replay (``mixture=equal``; data alone when there is
+        no replay), or one mean over all of them (``per_action``)."""
+        data, replay = mix & is_data, mix & ~is_data
+        if self.config.mixture == "per_action" or not bool(replay.any()):
+            return lambda x: (x * mix).sum() / mix.sum().clamp(min=1)
+        return lambda x: 0.5 * (x * data).sum() / data.sum().clamp(min=1) + 0.5 * (x * replay).sum() / replay.sum()
 
     # -- training ----------------------------------------------------------------------------------------------------
 
