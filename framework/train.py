@@ -18,7 +18,7 @@ from anyorder.callbacks import LastCheckpoint, StepProgressBar
 from anyorder.checkpoint import load_checkpoint
 from anyorder.config import check_implementations, load_config
 from anyorder.downloads import sha256_file
-from anyorder.errors import ConfigError, RunInterrupted
+from anyorder.errors import ConfigError, RunError, RunInterrupted
 from anyorder.evaluation import flat_values, likelihood_report, write_report
 from anyorder.loggers import HistoryLogger, build_logger, finish
 from anyorder.module import RunOutputs
@@ -173,8 +173,9 @@ def train(config: str | None, overrides: list[str] | tuple[str, ...] = (), *, re
 
     try:
         _fit(cfg, run_dir, ckpt, extra_callbacks)
-    except ConfigError:
-        # A setting refused at the start (the monitor, a plugin's check) leaves nothing worth keeping: free the name.
+    except (ConfigError, RunError):
+        # A setting or a source refused at the start (the monitor, a plugin's check, train.init_from) leaves
+        # nothing worth keeping: free the name.
         if resume is None and is_launch_rank_zero() and not any((run_dir / "checkpoints").glob("*.ckpt")):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -84,3 +84,28 @@ def test_a_missing_or_unfitting_source_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="do not fit"):
         train(str(MARKOV_CONFIG), tiny_markov(tmp_path, "name=wide", f"train.init_from={source}",
                                               "network.d_model=32", steps=3))
+    assert not (tmp_path / "runs" / "wide").exists()
+
+
+def test_sequence_match_fine_tunes_an_mle_run(tmp_path: Path) -> None:
+    """The paper's protocol: SequenceMatch starts from a trained language model. Its output head has one more
+    action (BKSP), which starts at logit 0; every other weight is the source's."""
+    source = train(str(MARKOV_CONFIG), tiny_markov(tmp_path, "name=mle", steps=4))
+    capture = Capture()
+    with pytest.raises(RunError, match="tie_embeddings=false"):  # fixed-length: SequenceMatch's actions = inputs
+        train(str(MARKOV_CONFIG), tiny_markov(tmp_path, "name=tied", "objective.name=sequence_match",
+                                              f"train.init_from={source}", steps=2))
+    assert not (tmp_path / "runs" / "tied").exists()
+    train(str(MARKOV_CONFIG), tiny_markov(tmp_path, "name=sm", "objective.name=sequence_match",
+                                          "network.tie_embeddings=false",
+                                          f"train.init_from={source}", "train.ema_decay=0.9", steps=2),
+          extra_callbacks=[capture])
+    mle = load_checkpoint(source / "checkpoints" / "last.ckpt")["state_dict"]
+    for key, value in capture.weights.items():
+        old = mle[key]
+        if old.shape == value.shape:
+            assert torch.equal(value, old), key
+        else:  # grown along the first dimension: the source's rows, then zeros
+            assert torch.equal(value[: old.shape[0]], old), key
+            assert not value[old.shape[0]:].any(), key
+    assert any(mle[k].shape != v.shape for k, v in capture.weights.items())

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anyorder.errors import ConfigError
+from anyorder.errors import ConfigError, RunError
 from anyorder.generate import filter_logits
 from anyorder.network import NetworkIO
 from anyorder.objective import (
@@ -207,6 +207,37 @@ class SequenceMatch(Objective):
         generator = torch.Generator(device=self.device).manual_seed(mix_seed(ctx.seed, ctx.step, ctx.rank, 0xEE))
         episodes, _ = self.generate(len(chosen), generator=generator, temperature=1.0, prompts=chosen)
         self.replay.extend(zip(chosen, episodes, strict=True))
+
+    # -- fine-tuning from a language model -------------------------------------------------------------------------
+
+    def init_from_state(self, state: dict[str, Tensor]) -> None:
+        """Start from another run's weights, typically an MLE run on the same data (the paper fine-tunes a trained
+        model). Tensors that match are copied. A tensor that is larger here along its first dimension only (the
+        output head, which has one more action, BKSP; learned positions, one more for a noise token past the
+        longest datapoint) takes the source's rows, and its extra rows are zero: BKSP starts with logit 0."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise RunError(f"the source run's weights lack {missing[:5]}; train.init_from needs the same network")
+        grown = {}
+        for name, value in own.items():
+            source = state[name]
+            if source.shape == value.shape:
+                continue
+            if source.dim() != value.dim() or source.shape[1:] != value.shape[1:] or source.shape[0] > value.shape[0]:
+                raise RunError(f"the source run's {name!r} has shape {tuple(source.shape)}, this objective's "
+                               f"{tuple(value.shape)}; train.init_from needs the same network")
+            grown[name] = torch.cat([source.to(value.dtype), value.new_zeros(value.shape[0] - source.shape[0],
+                                                                           *value.shape[1:])])
+        merged = {**{k: state[k] for k in own}, **grown}
+        shared: dict[int, list[str]] = {}  # tied parameters (one tensor under two names) must get one value
+        for name, param in self.named_parameters(remove_duplicate=False):
+            shared.setdefault(param.data_ptr(), []).append(name)
+        for names in shared.values():
+            if any(not torch.equal(merged[names[0]], merged[n]) for n in names[1:]):
+                raise RunError(f"this network ties {' and '.join(names)} but the source run's differ; set "
+                               f"network.tie_embeddings=false")
+        self.load_state_dict(merged)
 
     # -- checkpoints: the replay buffers travel with the weights, so a resumed run continues exactly ---------------
 
