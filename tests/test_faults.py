@@ -288,6 +288,8 @@ BAD_INPUT = {
                                               "markov"], "binary"),
     "non-UTF-8 samples file": (lambda run, tmp: ["evaluate-samples", _file(tmp, "s.txt", b"caf\xe9\n"), "--dataset",
                                                  "markov"], "UTF-8"),
+    "empty samples file": (lambda run, tmp: ["evaluate-samples", _file(tmp, "s.txt", b""), "--dataset", "markov"],
+                           "holds no samples"),
     "decompress a missing file": (lambda run, tmp: ["decompress", str(run), str(tmp / "none.bin"), str(tmp / "o")],
                                   "does not exist"),
     "decompress a directory": (lambda run, tmp: ["decompress", str(run), str(tmp), str(tmp / "o")], "not a file"),
@@ -382,3 +384,15 @@ def test_the_main_job_shows_a_model_that_works(tmp_path: Path) -> None:
     orders = tmp_path / "main" / "samples" / "final-orders.png"
     assert f"orders picture   {orders}" in proc.stdout
     assert Image.open(orders).size == (1280, 1280)  # a 4 x 4 grid: 16 molecules
+
+
+# -- 12. a README a newcomer can read ---------------------------------------------------------------------------------
+def test_the_readme_starts_with_what_to_run_and_links_the_reference_tables() -> None:
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    first_screen = readme.split("\n## ")[1]  # the first section
+    assert first_screen.startswith("Start here") and "anyorder train configs/" in first_screen
+    assert "## Reference numbers" not in readme and "## Benchmarks" not in readme  # moved to docs/
+    assert "docs/results.md" in readme
+    results = (root / "docs" / "results.md").read_text()
+    assert "## Reference numbers" in results and "## Benchmarks" in results
