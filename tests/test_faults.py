@@ -316,6 +316,30 @@ def test_bad_input_is_one_line_with_status_2(case: str, trained: Path, tmp_path:
     assert "Traceback" not in err
 
 
+@pytest.mark.e2e
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the CLI: the disk fills while the step-6 checkpoint is written; the step-3 one stays loadable."""
+    real_save = torch.save
+
+    def save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        if isinstance(obj, dict) and obj.get("global_step", 0) >= 6:
+            f.write(b"partial")  # type: ignore[attr-defined]
+            raise OSError(28, "No space left on device")
+        real_save(obj, f, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "save", save)
+    capsys.readouterr()
+    assert main(["train", str(MARKOV_CONFIG), *tiny_markov(tmp_path, "name=full")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("anyorder ")]
+    assert len(lines) == 1 and "No space left on device" in lines[0], err
+    assert "Traceback" not in err
+    checkpoints = tmp_path / "runs" / "full" / "checkpoints"
+    assert load_checkpoint(checkpoints / "last.ckpt")["global_step"] == 3
+    assert not [p.name for p in checkpoints.iterdir() if p.name.endswith(".tmp")]
+
+
 # -- 11. what a user sees on the way ----------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_the_bar_counts_steps_and_no_tips_or_deprecation_noise(tmp_path: Path) -> None:
