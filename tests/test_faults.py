@@ -384,9 +384,14 @@ def test_history_up_to_the_last_checkpoint_survives_kill_9(tmp_path: Path) -> No
 
 
 # -- 10. the main job -------------------------------------------------------------------------------------------------
+# The job takes 4 minutes alone on a fast machine and 15 on a slow shared one; the pytest limit leaves the subprocess
+# time to fail with its own message.
+MAIN_JOB_LIMIT_S = 2400
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(MAIN_JOB_LIMIT_S + 300)
 def test_the_main_job_shows_a_model_that_works(tmp_path: Path) -> None:
     """The README's first command, as it is: at least 80% valid molecules, and the pictures it names."""
     import json
@@ -400,7 +405,7 @@ def test_the_main_job_shows_a_model_that_works(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parents[1] / command.group(1)
     proc = subprocess.run([sys.executable, "-m", "anyorder.cli", "train", str(config), f"output_dir={tmp_path}",
                            "name=main", "trainer.enable_progress_bar=false"],
-                          capture_output=True, text=True, timeout=2400)
+                          capture_output=True, text=True, timeout=MAIN_JOB_LIMIT_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     scores = json.loads((tmp_path / "main" / "samples" / "final.txt.scores.json").read_text())
     assert scores["values"]["validity"] >= 0.80
