@@ -1,8 +1,10 @@
-"""The arithmetic experiment of SequenceMatch: held-out accuracy against the noise level, for three methods.
+"""The arithmetic experiment of SequenceMatch: held-out accuracy against the noise level, for four methods.
 
 Every run trains ``configs/arithmetic/sequence_match.yaml`` (base 7, up to 2 digits, 5,000 training questions, 200
 held-out test questions; the question is the prompt) for ``--steps`` steps with one of:
 
+* ``mle_clean``: maximum likelihood on clean answers, whatever the noise level (``lam=0``, ``noise_rate=0``): the
+  reference that the corruption is measured against; it runs once per seed;
 * ``mle``: maximum likelihood on corrupted answers: at the noise level, wrong tokens are inserted and left in place
   (``lam=0``, ``imitate_noise=true``, ``noise_backspace=false``);
 * ``mle_bksp``: maximum likelihood on the same corruption with each wrong token followed by BKSP, every action
@@ -11,12 +13,21 @@ held-out test questions; the question is the prompt) for ``--steps`` steps with 
   replay buffer of the model's own generations.
 
 Then it answers the 200 test questions greedily (temperature 0; BKSP allowed), folds the actions and scores the
-folded answer exactly. Prints a table of mean accuracy (± the standard deviation over seeds) per method and noise
+folded answer exactly.
+
+With ``--source RUN`` (a trained run of ``configs/arithmetic/mle.yaml``) every run is a fine-tuning run, the
+protocol of the paper: it starts from the source's weights (``train.init_from``, BKSP's output row starting at
+logit 0), with ``bc_warmup=0``, untied output embeddings and a peak learning rate of ``--lr``. At noise 0,
+``mle`` and ``mle_bksp`` are the same computation as ``mle_clean`` and are not run again (their noise-0 cells
+show ``mle_clean``). Prints a table of mean accuracy (± the standard error over seeds) per method and noise
 level, and writes every run's numbers with the protocol to ``--out``.
 
 Run from the repository root (about a minute per run on 2 CPU cores)::
 
     python bench/sequence_match_arithmetic.py --steps 1500 --seeds 0 1 --noise 0 0.2 --out arith.json
+    anyorder train configs/arithmetic/mle.yaml name=arith-mle
+    python bench/sequence_match_arithmetic.py --source runs/arith-mle --steps 400 --seeds 0 1 2 3 \\
+        --noise 0 0.05 0.1 0.2 --out arith-finetune.json
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import torch
 
 CONFIG = "configs/arithmetic/sequence_match.yaml"
 METHODS: dict[str, list[str]] = {
+    "mle_clean": ["objective.lam=0.0", "objective.replay_every=0"],
     "mle": ["objective.lam=0.0", "objective.imitate_noise=true", "objective.noise_backspace=false",
             "objective.replay_every=0"],
     "mle_bksp": ["objective.lam=0.0", "objective.imitate_noise=true", "objective.replay_every=0"],
@@ -65,15 +77,29 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--lam", type=float, nargs="+", default=[0.5], help="lam values of the sm runs")
+    parser.add_argument("--alpha", type=float, default=1.0, help="the chi2 divergence's alpha in the sm runs")
+    parser.add_argument("--source", default="", help="fine-tune every run from this trained MLE run")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate when fine-tuning")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
 
     from anyorder.train import train
 
+    finetune: list[str] = []
+    if args.source:
+        from anyorder.runs import require_run_dir
+
+        source = require_run_dir(args.source).resolve()
+        finetune = [f"train.init_from={source}:last", "objective.bc_warmup=0", "network.tie_embeddings=false",
+                    f"optim.lr={args.lr}"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for noise in args.noise:
             for method in args.methods:
+                if method == "mle_clean" and noise != args.noise[0]:
+                    continue  # independent of the noise level: once per seed
+                if args.source and noise == 0 and method in ("mle", "mle_bksp") and "mle_clean" in args.methods:
+                    continue  # at noise 0 the same computation as mle_clean
                 for lam in (args.lam if method == "sm" else [None]):
                     for seed in args.seeds:
                         overrides = [
@@ -86,27 +112,35 @@ def main() -> None:
                         start = time.perf_counter()
                         run = train(CONFIG, overrides)
                         seconds = time.perf_counter() - start
-                        result = {"method": method, "lam": lam, "noise": noise, "seed": seed, "train_seconds": seconds,
+                        result = {"method": method, "lam": lam, "alpha": args.alpha if method == "sm" else None,
+                                  "noise": 0.0 if method == "mle_clean" else noise, "seed": seed,
+                                  "train_seconds": seconds,
                                   **accuracy(run)}
                         rows.append(result)
                         print(json.dumps(result), flush=True)
-    print(f"\nheld-out accuracy (greedy, {args.steps} steps, seeds {args.seeds}; mean ± sd over seeds)")
+    how = f"fine-tuned {args.steps} steps from {args.source}" if args.source else f"{args.steps} steps"
+    print(f"\nheld-out accuracy (greedy, {how}, seeds {args.seeds}; mean ± standard error over seeds; "
+          f"mle_clean, and every mle method at noise 0, is the clean-data run)")
     print(f"{'method':16s}" + "".join(f"noise {n:<12}" for n in args.noise))
     keys = sorted({(r["method"], r["lam"]) for r in rows}, key=lambda k: (list(METHODS).index(k[0]), k[1] or 0))
     for method, lam in keys:
         name = method if lam is None else f"{method} lam={lam}"
         cells = []
         for noise in args.noise:
-            accs = [r["accuracy"] for r in rows if r["method"] == method and r["lam"] == lam and r["noise"] == noise]
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.mean(accs):.3f}±{sd:.3f}    " if accs else " " * 18)
+            accs = [r["accuracy"] for r in rows if r["method"] == method and r["lam"] == lam
+                    and (r["noise"] == noise or method == "mle_clean")]
+            if not accs and noise == 0 and method in ("mle", "mle_bksp"):
+                accs = [r["accuracy"] for r in rows if r["method"] == "mle_clean"]
+            se = statistics.stdev(accs) / len(accs) ** 0.5 if len(accs) > 1 else 0.0
+            cells.append(f"{statistics.mean(accs):.3f}±{se:.3f}    " if accs else " " * 18)
         print(f"{name:16s}" + "".join(cells))
     if args.out:
         from anyorder.runs import git_state, package_versions
 
         protocol = {"git": git_state(Path.cwd()), "packages": package_versions(),
                     "config": CONFIG, "steps": args.steps, "seeds": args.seeds, "decoding": "greedy, BKSP allowed",
-                    "test": "the 200 held-out questions of the seeded arithmetic split", "methods": METHODS}
+                    "test": "the 200 held-out questions of the seeded arithmetic split", "methods": METHODS,
+                    "alpha": args.alpha, "source": args.source, "finetune_overrides": finetune}
         Path(args.out).write_text(json.dumps({"protocol": protocol, "runs": rows}, indent=1))
 
 
