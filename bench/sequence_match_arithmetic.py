@@ -106,7 +106,9 @@ def main() -> None:
                             f"output_dir={tmp}", "logger.name=csv", f"seed={seed}", f"train.max_steps={args.steps}",
                             f"train.val_every_n_steps={args.steps}", f"train.ckpt_every_n_steps={args.steps}",
                             "train.test_at_end=false", "sample.num_val_samples=0",
-                            "trainer.enable_progress_bar=false", f"objective.noise_rate={noise}",
+                            "trainer.enable_progress_bar=false",
+                            f"objective.noise_rate={0.0 if method == 'mle_clean' else noise}",
+                            f"objective.divergence={{name: chi2, alpha: {args.alpha}}}", *finetune,
                             *METHODS[method], *([f"objective.lam={lam}"] if lam is not None else []),
                         ]
                         start = time.perf_counter()
