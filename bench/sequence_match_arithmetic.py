@@ -15,9 +15,11 @@ held-out test questions; the question is the prompt) for ``--steps`` steps with 
 Then it answers the 200 test questions greedily (temperature 0; BKSP allowed), folds the actions and scores the
 folded answer exactly.
 
-With ``--source RUN`` (a trained run of ``configs/arithmetic/mle.yaml``) every run is a fine-tuning run, the
-protocol of the paper: it starts from the source's weights (``train.init_from``, BKSP's output row starting at
-logit 0), with ``bc_warmup=0``, untied output embeddings and a peak learning rate of ``--lr``. At noise 0,
+With ``--source RUN`` (a trained MLE run on clean answers: ``configs/arithmetic/sequence_match.yaml`` with
+``objective.lam=0 objective.replay_every=0 objective.noise_rate=0``; ``configs/arithmetic/mle.yaml`` models whole
+equations and answers too few questions to start from) every run is a fine-tuning run, the protocol of the paper:
+it starts from the source's weights (``train.init_from``), with ``bc_warmup=0``, untied output embeddings and a
+peak learning rate of ``--lr``. At noise 0,
 ``mle`` and ``mle_bksp`` are the same computation as ``mle_clean`` and are not run again (their noise-0 cells
 show ``mle_clean``). Prints a table of mean accuracy (± the standard error over seeds) per method and noise
 level, and writes every run's numbers with the protocol to ``--out``.
@@ -25,9 +27,10 @@ level, and writes every run's numbers with the protocol to ``--out``.
 Run from the repository root (about a minute per run on 2 CPU cores)::
 
     python bench/sequence_match_arithmetic.py --steps 1500 --seeds 0 1 --noise 0 0.2 --out arith.json
-    anyorder train configs/arithmetic/mle.yaml name=arith-mle
-    python bench/sequence_match_arithmetic.py --source runs/arith-mle --steps 400 --seeds 0 1 2 3 \\
-        --noise 0 0.05 0.1 0.2 --out arith-finetune.json
+    anyorder train configs/arithmetic/sequence_match.yaml objective.lam=0 objective.replay_every=0 \\
+        objective.noise_rate=0 train.max_steps=3000 name=arith-clean
+    python bench/sequence_match_arithmetic.py --source runs/arith-clean --steps 300 --seeds 0 1 2 3 \\
+        --noise 0 0.05 0.1 0.2 --lam 0.1 0.5 --out arith-finetune.json
 """
 
 from __future__ import annotations
@@ -70,6 +73,12 @@ def accuracy(run: Path) -> dict[str, float]:
             "backspace_rate": bksp_rate, "num_test": len(scores)}
 
 
+def runs_as_clean(method: str, noise: float, fine_tuning: bool) -> bool:
+    """Whether a (method, noise level) cell is the clean-data run: ``mle_clean`` always, and, when fine-tuning, the
+    MLE methods at noise 0, which are then the same computation and are not run again."""
+    return method == "mle_clean" or (fine_tuning and noise == 0 and method in ("mle", "mle_bksp"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=800)
@@ -98,8 +107,9 @@ def main() -> None:
             for method in args.methods:
                 if method == "mle_clean" and noise != args.noise[0]:
                     continue  # independent of the noise level: once per seed
-                if args.source and noise == 0 and method in ("mle", "mle_bksp") and "mle_clean" in args.methods:
-                    continue  # at noise 0 the same computation as mle_clean
+                if method != "mle_clean" and runs_as_clean(method, noise, bool(args.source)) \
+                        and "mle_clean" in args.methods:
+                    continue  # the same computation as mle_clean, which runs anyway
                 for lam in (args.lam if method == "sm" else [None]):
                     for seed in args.seeds:
                         overrides = [
@@ -129,9 +139,8 @@ def main() -> None:
         name = method if lam is None else f"{method} lam={lam}"
         cells = []
         for noise in args.noise:
-            accs = [r["accuracy"] for r in rows if r["method"] == method and r["lam"] == lam
-                    and (r["noise"] == noise or method == "mle_clean")]
-            if not accs and noise == 0 and method in ("mle", "mle_bksp"):
+            accs = [r["accuracy"] for r in rows if r["method"] == method and r["lam"] == lam and r["noise"] == noise]
+            if not accs and runs_as_clean(method, noise, bool(args.source)):
                 accs = [r["accuracy"] for r in rows if r["method"] == "mle_clean"]
             se = statistics.stdev(accs) / len(accs) ** 0.5 if len(accs) > 1 else 0.0
             cells.append(f"{statistics.mean(accs):.3f}±{se:.3f}    " if accs else " " * 18)
