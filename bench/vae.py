@@ -8,9 +8,14 @@ backward, Adam) on real training batches of ``train.global_batch_size`` sentence
 blocks alternate between the two models after one warm-up block each, and the median block time per step is
 compared. The VAE step includes the encoder, the reparameterised draw, word dropout and the KL.
 
+A third model, ``sentence_vae_full_head``, is the same VAE whose decoder applies its output layer at every position
+of the padded batch (:meth:`CausalNetwork.logits_at`'s default, the whole forward, then a selection) instead of at
+the real positions only (the LSTM decoder's override): the saving that the override buys, from the same run.
+
 (b) The IW-NLL of ``--iw-batch`` validation sentences with K = ``--k`` posterior draws, ``--chunk`` draws per
 decoder pass (the objective's ``eval_iw_samples`` / ``eval_iw_chunk``), timed ``--iw-repeats`` times after one warm-up;
-throughput in sentences x K per second (the median repeat).
+throughput in sentences x K per second (the median repeat), for the VAE and for its full-head variant given the
+VAE's weights (the two report the same mean IW-NLL, up to rounding).
 
 Run from the repository root::
 
@@ -24,6 +29,7 @@ import argparse
 import json
 import statistics
 import time
+import types
 from typing import Any
 
 import numpy as np
@@ -31,11 +37,16 @@ import torch
 from common import build
 
 from anyorder.objective import StepContext
+from anyorder_plugins.causal.network import CausalNetwork
 
 
 def step_ratio(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     """Part (a); also returns the VAE and its DataModule for part (b)."""
     vae, data, cfg = build(args.vae_config, overrides=args.set)
+    full, _, _ = build(args.vae_config, overrides=args.set)
+    full.load_state_dict(vae.state_dict())
+    # The base class's default: the whole forward (head at every padded position), then the selection.
+    full.network.logits_at = types.MethodType(CausalNetwork.logits_at, full.network)
     lm, _, lm_cfg = build(args.lm_config, overrides=[o for o in args.set if not o.startswith("objective.")])
     if cfg.network != lm_cfg.network:
         raise SystemExit(f"the two configs' decoders differ: {dict(cfg.network)} vs {dict(lm_cfg.network)}")
@@ -45,7 +56,7 @@ def step_ratio(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     rng = np.random.default_rng(0)
     batches = [train.batch(torch.from_numpy(rng.integers(0, len(train), size=batch_size))) for _ in range(total)]
     lr = float(cfg.optim.lr)
-    models = {"sentence_vae": vae, "lstm_lm": lm}
+    models = {"sentence_vae": vae, "lstm_lm": lm, "sentence_vae_full_head": full}
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=lr) for name, m in models.items()}
     per_step: dict[str, list[float]] = {name: [] for name in models}
     for block in range(args.blocks + 1):
@@ -64,12 +75,21 @@ def step_ratio(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     words = float(sum(int(b["lengths"].sum()) for b in batches)) / len(batches)
     return {"batch": batch_size, "mean_words_per_batch": words, "seconds_per_step": median,
             "ratio_vae_over_lm": median["sentence_vae"] / median["lstm_lm"],
+            "ratio_full_head_over_vae": median["sentence_vae_full_head"] / median["sentence_vae"],
+            "real_fraction_of_positions": _real_fraction(batches),
             "protocol": f"{args.blocks} alternating blocks of {args.steps} Adam steps after one warm-up block each; "
-                        f"the same batches for both; median block"}, vae, data
+                        f"the same batches for all; median block"}, vae, full, data
+
+
+def _real_fraction(batches: list[dict[str, torch.Tensor]]) -> float:
+    """Predicted positions (words + end token) over the decoder's padded positions, over all batches."""
+    real = sum(int((b["lengths"] + 1).sum()) for b in batches)
+    padded = sum(b["tokens"].shape[0] * (b["tokens"].shape[1] + 1) for b in batches)
+    return real / padded
 
 
 def iw_throughput(args: argparse.Namespace, vae: Any, data: Any) -> dict[str, Any]:
-    """Part (b)."""
+    """Part (b), for one model."""
     val = data.splits.val
     n = min(args.iw_batch, len(val))
     batch = val.batch(torch.arange(n))
@@ -106,19 +126,26 @@ def main() -> None:
                              "data.num_train=512 objective.latent_dim=8)")
     args = parser.parse_args()
 
-    steps, vae, data = step_ratio(args)
+    steps, vae, full, data = step_ratio(args)
     if args.chunk is None:
         args.chunk = int(vae.config.eval_iw_chunk)
     iw = iw_throughput(args, vae, data)
+    full.load_state_dict(vae.state_dict())  # part (a) trained the two apart; (b) compares one function's cost
+    iw_full = iw_throughput(args, full, data)
     result = {"vae_config": args.vae_config, "lm_config": args.lm_config, "overrides": args.set,
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "step": steps, "iw_nll": iw}
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "step": steps, "iw_nll": iw,
+              "iw_nll_full_head": iw_full}
     ms = steps["seconds_per_step"]
     print(f"Sentence-VAE vs LSTM-LM training step ({args.vae_config} vs {args.lm_config}; batch {steps['batch']}, "
           f"{torch.get_num_threads()} threads)")
     print(f"  per step   sentence_vae {ms['sentence_vae'] * 1e3:8.1f} ms   lstm_lm {ms['lstm_lm'] * 1e3:8.1f} ms   "
           f"ratio {steps['ratio_vae_over_lm']:.2f}")
-    print(f"IW-NLL: {iw['sentences']} sentences x K = {iw['k']} in chunks of {iw['chunk']}: {iw['seconds']:.3f} s, "
-          f"{iw['sentences_x_k_per_second']:.0f} sentences x K / s")
+    print(f"  head at every padded position: {ms['sentence_vae_full_head'] * 1e3:8.1f} ms, "
+          f"{steps['ratio_full_head_over_vae']:.2f} x the VAE step "
+          f"({steps['real_fraction_of_positions']:.0%} of the positions are real)")
+    for name, r in (("IW-NLL", iw), ("IW-NLL, head at every padded position", iw_full)):
+        print(f"{name}: {r['sentences']} sentences x K = {r['k']} in chunks of {r['chunk']}: {r['seconds']:.3f} s, "
+              f"{r['sentences_x_k_per_second']:.0f} sentences x K / s")
     print(json.dumps(result))
 
 

@@ -34,7 +34,21 @@ class CausalNetwork(Network):
     the causal mask; ``condition`` is the conditioning input of ``io.conditioning`` (None without one).
     ``step(tokens, cache, positions=None, attn_mask=None, condition=None)`` appends [B, T_new] tokens to the cache and
     returns their logits; ``attn_mask`` [B, T_new, cache.length + T_new] replaces the causal mask over the cache.
+    ``logits_at(tokens, where, condition=None)`` returns only the logits [N, V_out] of the N positions that
+    ``where`` [B, T] selects; teacher-forced losses call it, so that padding never reaches the output layer.
     """
+
+    def logits_at(self, tokens: Tensor, where: Tensor, *, condition: Tensor | None = None) -> Tensor:
+        """``self(tokens, condition=condition)[where]``: the logits [N, V_out] of the positions where the bool
+        ``where`` [B, T] is True, in row-major order.
+
+        This default runs the whole forward; a network overrides it to apply its output layer at the selected
+        positions only (the layer over a large vocabulary is most of a step's cost when batches are padded). An
+        override returns the same values, and draws the same random numbers in training mode.
+        """
+        if where.shape != tokens.shape:
+            raise ValueError(f"where must have the shape of tokens {tuple(tokens.shape)}, got {tuple(where.shape)}")
+        return self(tokens, condition=condition)[where]
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
         raise NotImplementedError

@@ -139,6 +139,17 @@ class CausalTransformer(CausalNetwork):
         (True = may attend) replaces the causal mask; without it attention is causal. ``condition`` is the
         conditioning input the network was built for (see the class docstring).
         """
+        return self.head(self._features(tokens, positions, attn_mask, condition))
+
+    def logits_at(self, tokens: Tensor, where: Tensor, *, condition: Tensor | None = None) -> Tensor:
+        """Logits [N, V_out] of the positions selected by ``where`` [B, T]; the head runs at those positions only."""
+        if where.shape != tokens.shape:
+            raise ValueError(f"where must have the shape of tokens {tuple(tokens.shape)}, got {tuple(where.shape)}")
+        return self.head(self._features(tokens, None, None, condition)[where])
+
+    def _features(self, tokens: Tensor, positions: Tensor | None, attn_mask: Tensor | None,
+                  condition: Tensor | None) -> Tensor:
+        """The head's inputs [B, T, d_model] at ``tokens`` (the final LayerNorm applied)."""
         self._check_condition(condition, tokens.shape[0])
         if attn_mask is not None and attn_mask.shape[-2:] != (tokens.shape[1], tokens.shape[1]):
             raise ValueError(f"attn_mask must be [B, T, T] for T={tokens.shape[1]}, got {tuple(attn_mask.shape)}")
@@ -151,7 +162,7 @@ class CausalTransformer(CausalNetwork):
                 x = x + self.cond_proj(condition)[:, None, :]
         for block in self.blocks:
             x = block(x, rope=rope, attn_mask=attn_mask)
-        return self.head(self.final_norm(x[:, self.prefix_len:]))
+        return self.final_norm(x[:, self.prefix_len:])
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
         """An empty cache with room for ``max_len`` positions: per layer, keys and values [B, H, max_len, head_dim].

@@ -177,13 +177,14 @@ class LSTMDecoder(CausalNetwork):
 
     def _run(self, tokens: Tensor, state: tuple[Tensor, Tensor],
              condition: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Logits of ``tokens`` read from ``state``, and the state after them."""
+        """The head's inputs [B, T, d_hidden] at ``tokens`` read from ``state`` (output dropout applied), and the
+        state after them."""
         x = self.input_dropout(self.tok_emb(tokens))
         if self.condition_inputs:
             assert condition is not None
             x = torch.cat([x, condition[:, None, :].expand(-1, tokens.shape[1], -1).to(x.dtype)], dim=-1)
         y, state = self.lstm(x, state)
-        return self.head(self.output_dropout(y)), state
+        return self.output_dropout(y), state
 
     # -- the CausalNetwork interface -----------------------------------------------------------------------------
 
@@ -192,8 +193,18 @@ class LSTMDecoder(CausalNetwork):
         """Logits [B, T, V_out] of ``tokens`` [B, T] (``positions`` ignored; ``attn_mask`` must be None)."""
         self._check(tokens, attn_mask, condition)
         state = self._initial_state(condition, tokens.shape[0], tokens.device, self.tok_emb.weight.dtype)
-        logits, _ = self._run(tokens, state, condition)
-        return logits
+        hidden, _ = self._run(tokens, state, condition)
+        return self.head(hidden)
+
+    def logits_at(self, tokens: Tensor, where: Tensor, *, condition: Tensor | None = None) -> Tensor:
+        """Logits [N, V_out] of the positions selected by ``where`` [B, T]; the head runs at those positions only
+        (dropout is drawn over all positions first, so training draws the random numbers :meth:`forward` draws)."""
+        self._check(tokens, None, condition)
+        if where.shape != tokens.shape:
+            raise ValueError(f"where must have the shape of tokens {tuple(tokens.shape)}, got {tuple(where.shape)}")
+        state = self._initial_state(condition, tokens.shape[0], tokens.device, self.tok_emb.weight.dtype)
+        hidden, _ = self._run(tokens, state, condition)
+        return self.head(hidden[where])
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> LSTMState:
         """An empty :class:`LSTMState` for ``batch_size`` rows and up to ``max_len`` tokens (``device``/``dtype``
@@ -223,9 +234,9 @@ class LSTMDecoder(CausalNetwork):
             state = self._initial_state(condition, batch, tokens.device, cache.dtype)
         else:
             state = (cache.h, cache.c)
-        logits, (cache.h, cache.c) = self._run(tokens, state, condition)
+        hidden, (cache.h, cache.c) = self._run(tokens, state, condition)
         cache.length = end
-        return logits
+        return self.head(hidden)
 
     def flops_per_token(self, seq_len: int) -> float:
         """6 x the parameters used in matmuls per token (the input embedding table is a lookup, unless tied to the

@@ -69,10 +69,11 @@ class MLE(Objective):
             targets = tokens
             mask = positions[None, :d] < lengths[:, None]
             inputs = torch.cat([bos, tokens[:, :-1]], dim=1)
-        # Inputs past a sequence's end are padding; causality keeps them from influencing the kept positions.
-        logits = self.network(inputs)
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        return nll * mask, mask
+        # Inputs past a sequence's end are padding; causality keeps them from influencing the kept positions, and
+        # the output layer runs at the kept positions only.
+        logits = self.network.logits_at(inputs, mask)
+        nll = F.cross_entropy(logits.float(), targets[mask], reduction="none")
+        return torch.zeros(mask.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll), mask
 
     def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         nll, mask = self._token_nll(batch)

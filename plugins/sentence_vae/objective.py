@@ -153,9 +153,10 @@ class SentenceVAE(Objective):
         padded = torch.cat([tokens, torch.zeros_like(bos)], dim=1)
         targets = torch.where(positions[None] == lengths[:, None], self.eos_id, padded)
         mask = positions[None] <= lengths[:, None]
-        logits = self.network(inputs, condition=self._condition(z.to(self.network_dtype())))
-        nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        return (nll * mask).sum(1)
+        # The output layer runs at the predicted positions only: padding is half of a random PTB batch.
+        logits = self.network.logits_at(inputs, mask, condition=self._condition(z.to(self.network_dtype())))
+        nll = F.cross_entropy(logits.float(), targets[mask], reduction="none")
+        return torch.zeros(mask.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll).sum(1)
 
     def network_dtype(self) -> torch.dtype:
         for p in self.network.parameters():
