@@ -110,7 +110,7 @@ def _fit(cfg: DictConfig, run_dir: Path, ckpt: Path | None, extra_callbacks: lis
         callbacks.append(StepProgressBar())
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
     val_every = int(cfg.train.val_every_n_steps) * accumulate
-    limit_val = int(cfg.train.limit_val_batches) or 1.0
+    limit_val = int(cfg.train.limit_val_batches) or None  # None: the whole split, without Lightning's notice about it
     trainer = build_trainer(
         cfg, logger=[logger, history] if logger else False, callbacks=callbacks, max_steps=int(cfg.train.max_steps),
         max_epochs=-1,

@@ -84,6 +84,28 @@ def test_decoder_steps_like_its_forward(condition: bool, options: dict[str, obje
         assert net.tied and net.head.weight is net.tok_emb.weight
 
 
+@pytest.mark.parametrize("condition", [False, True])
+def test_decoder_logits_at_selected_positions(condition: bool) -> None:
+    """logits_at runs the head at the selected positions only and returns the whole forward's logits there; in
+    training mode it draws the same dropout masks, so a seeded step gives the same values."""
+    net = _decoder(condition, condition_inputs=condition, output_dropout=0.5)
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(0, V + 1, (B, T), generator=g)
+    z = torch.randn(B, Z, generator=g, dtype=torch.float64) if condition else None
+    where = torch.arange(T)[None] <= torch.tensor([T - 1, 0, 4, 2])[:, None]
+    got = net.logits_at(tokens, where, condition=z)
+    assert got.shape == (int(where.sum()), V + 1)
+    assert torch.allclose(got, net(tokens, condition=z)[where], atol=1e-12)
+    net.train()
+    torch.manual_seed(9)
+    dropped = net.logits_at(tokens, where, condition=z)
+    torch.manual_seed(9)
+    assert torch.allclose(dropped, net(tokens, condition=z)[where], atol=1e-12)
+    assert not torch.allclose(dropped, got)  # dropout was on
+    with pytest.raises(ValueError, match="where must have the shape of tokens"):
+        net.logits_at(tokens, where[:2], condition=z)
+
+
 def test_decoder_is_causal_and_uses_the_condition() -> None:
     net = _decoder(True, condition_inputs=True)
     g = torch.Generator().manual_seed(3)

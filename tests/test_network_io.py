@@ -16,7 +16,8 @@ from anyorder_plugins.causal_transformer.network import CausalTransformer
 def _network(conditioning: Conditioning, positions: str) -> CausalTransformer:
     options = plugin_options("network", {"name": "causal_transformer", "n_layers": 2, "d_model": 16, "n_heads": 2,
                                          "positions": positions})
-    io = NetworkIO((7,), (7,), 12, conditioning=conditioning, condition_dim=5,
+    io = NetworkIO((7,), (7,), 12, conditioning=conditioning,
+                   condition_dim=0 if conditioning is Conditioning.NONE else 5,
                    condition_len=3 if conditioning is Conditioning.PREFIX else 0)
     torch.manual_seed(0)
     return CausalTransformer(options, io).eval()
@@ -40,6 +41,23 @@ def test_conditioned_causal_transformer(conditioning: Conditioning, positions: s
         torch.testing.assert_close(net(later, condition=c)[:, :4], full[:, :4], atol=1e-6, rtol=0)
         with pytest.raises(ValueError, match="condition must have shape"):
             net(x)
+
+
+@pytest.mark.parametrize("conditioning", [Conditioning.NONE, Conditioning.VECTOR, Conditioning.PREFIX])
+def test_transformer_logits_at_selected_positions(conditioning: Conditioning) -> None:
+    """The head applied at the selected positions only gives the whole forward's logits there."""
+    net = _network(conditioning, "rotary")
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 7, (3, 6), generator=g)
+    c = {Conditioning.NONE: None, Conditioning.VECTOR: torch.randn(3, 5, generator=g),
+         Conditioning.PREFIX: torch.randn(3, 3, 5, generator=g)}[conditioning]
+    where = torch.arange(6)[None] <= torch.tensor([5, 0, 3])[:, None]
+    with torch.no_grad():
+        got = net.logits_at(x, where, condition=c)
+        assert got.shape == (int(where.sum()), 7)
+        torch.testing.assert_close(got, net(x, condition=c)[where], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="where must have the shape of tokens"):
+        net.logits_at(x, where[:, :5], condition=c)
 
 
 def test_a_network_refuses_what_it_does_not_support() -> None:
