@@ -21,7 +21,8 @@ pytestmark = pytest.mark.e2e  # every test here trains a run through the real en
 
 
 class OutputDtypes(L.Callback):
-    """Records the dtype of the network's output in every training forward pass."""
+    """Records the dtype of the logits (the output of the network's output layer, ``head``) in every training pass;
+    the objective may call the network's ``forward`` or ``logits_at``, and both end in the head."""
 
     def __init__(self) -> None:
         self.dtypes: list[torch.dtype] = []
@@ -31,7 +32,7 @@ class OutputDtypes(L.Callback):
             if module.training:
                 self.dtypes.append(output.dtype)
 
-        pl_module.objective.network.register_forward_hook(hook)
+        pl_module.objective.network.head.register_forward_hook(hook)
 
 
 def test_bf16_mixed_run(tmp_path: Path) -> None:
