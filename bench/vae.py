@@ -44,7 +44,6 @@ def step_ratio(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Any]:
     """Part (a); also returns the VAE and its DataModule for part (b)."""
     vae, data, cfg = build(args.vae_config, overrides=args.set)
     full, _, _ = build(args.vae_config, overrides=args.set)
-    full.load_state_dict(vae.state_dict())
     # The base class's default: the whole forward (head at every padded position), then the selection.
     full.network.logits_at = types.MethodType(CausalNetwork.logits_at, full.network)
     lm, _, lm_cfg = build(args.lm_config, overrides=[o for o in args.set if not o.startswith("objective.")])

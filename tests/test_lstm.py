@@ -104,6 +104,12 @@ def test_decoder_logits_at_selected_positions(condition: bool) -> None:
     assert not torch.allclose(dropped, got)  # dropout was on
     with pytest.raises(ValueError, match="where must have the shape of tokens"):
         net.logits_at(tokens, where[:2], condition=z)
+    # token_nll: the cross-entropy of the whole forward's logits at the selected positions, 0 elsewhere.
+    net.eval()
+    targets = torch.randint(0, V + 1, (B, T), generator=g)
+    expected = torch.nn.functional.cross_entropy(net(tokens, condition=z).transpose(1, 2), targets, reduction="none")
+    nll = net.token_nll(tokens, targets, where, condition=z)
+    assert torch.allclose(nll.double(), expected * where, atol=1e-5) and bool((nll[~where] == 0).all())
 
 
 def test_decoder_is_causal_and_uses_the_condition() -> None:

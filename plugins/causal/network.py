@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from anyorder.network import Network
+
+
+def check_where(tokens: Tensor, where: Tensor) -> None:
+    """A clear error unless the position selection ``where`` has the shape of ``tokens`` [B, T]."""
+    if where.shape != tokens.shape:
+        raise ValueError(f"where must have the shape of tokens {tuple(tokens.shape)}, got {tuple(where.shape)}")
 
 
 class KVCache:
@@ -35,7 +43,8 @@ class CausalNetwork(Network):
     ``step(tokens, cache, positions=None, attn_mask=None, condition=None)`` appends [B, T_new] tokens to the cache and
     returns their logits; ``attn_mask`` [B, T_new, cache.length + T_new] replaces the causal mask over the cache.
     ``logits_at(tokens, where, condition=None)`` returns only the logits [N, V_out] of the N positions that
-    ``where`` [B, T] selects; teacher-forced losses call it, so that padding never reaches the output layer.
+    ``where`` [B, T] selects; ``token_nll`` scores targets through it, so that padding never reaches the output
+    layer.
     """
 
     def logits_at(self, tokens: Tensor, where: Tensor, *, condition: Tensor | None = None) -> Tensor:
@@ -46,9 +55,15 @@ class CausalNetwork(Network):
         positions only (the layer over a large vocabulary is most of a step's cost when batches are padded). An
         override returns the same values, and draws the same random numbers in training mode.
         """
-        if where.shape != tokens.shape:
-            raise ValueError(f"where must have the shape of tokens {tuple(tokens.shape)}, got {tuple(where.shape)}")
+        check_where(tokens, where)
         return self(tokens, condition=condition)[where]
+
+    def token_nll(self, tokens: Tensor, targets: Tensor, where: Tensor, *, condition: Tensor | None = None) -> Tensor:
+        """Teacher forcing: -log p(targets[b, t] | tokens[b, :t+1]) [B, T] in nats (float32), at the positions
+        ``where`` selects and 0 elsewhere; the logits come from :meth:`logits_at`."""
+        logits = self.logits_at(tokens, where, condition=condition)
+        nll = F.cross_entropy(logits.float(), targets[where], reduction="none")
+        return torch.zeros(where.shape, dtype=nll.dtype, device=nll.device).masked_scatter(where, nll)
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVCache:
         raise NotImplementedError

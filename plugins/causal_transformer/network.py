@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from anyorder.network import Conditioning, NetworkIO
-from anyorder_plugins.causal.network import CausalNetwork, KVCache
+from anyorder_plugins.causal.network import CausalNetwork, KVCache, check_where
 from anyorder_plugins.causal_transformer.config import CausalTransformerConfig
 from anyorder_plugins.transformer.layers import Rope, RotaryEmbedding, TransformerBlock, init_transformer_weights
 
@@ -143,8 +143,7 @@ class CausalTransformer(CausalNetwork):
 
     def logits_at(self, tokens: Tensor, where: Tensor, *, condition: Tensor | None = None) -> Tensor:
         """Logits [N, V_out] of the positions selected by ``where`` [B, T]; the head runs at those positions only."""
-        if where.shape != tokens.shape:
-            raise ValueError(f"where must have the shape of tokens {tuple(tokens.shape)}, got {tuple(where.shape)}")
+        check_where(tokens, where)
         return self.head(self._features(tokens, None, None, condition)[where])
 
     def _features(self, tokens: Tensor, positions: Tensor | None, attn_mask: Tensor | None,

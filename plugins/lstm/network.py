@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from anyorder.network import Conditioning, Network, NetworkIO, Output
-from anyorder_plugins.causal.network import CausalNetwork, KVCache
+from anyorder_plugins.causal.network import CausalNetwork, KVCache, check_where
 from anyorder_plugins.lstm.config import LSTMDecoderConfig, LSTMEncoderConfig
 
 
@@ -191,20 +191,20 @@ class LSTMDecoder(CausalNetwork):
     def forward(self, tokens: Tensor, positions: Tensor | None = None, attn_mask: Tensor | None = None,
                 condition: Tensor | None = None) -> Tensor:
         """Logits [B, T, V_out] of ``tokens`` [B, T] (``positions`` ignored; ``attn_mask`` must be None)."""
-        self._check(tokens, attn_mask, condition)
-        state = self._initial_state(condition, tokens.shape[0], tokens.device, self.tok_emb.weight.dtype)
-        hidden, _ = self._run(tokens, state, condition)
-        return self.head(hidden)
+        return self.head(self._features(tokens, attn_mask, condition))
 
     def logits_at(self, tokens: Tensor, where: Tensor, *, condition: Tensor | None = None) -> Tensor:
         """Logits [N, V_out] of the positions selected by ``where`` [B, T]; the head runs at those positions only
         (dropout is drawn over all positions first, so training draws the random numbers :meth:`forward` draws)."""
-        self._check(tokens, None, condition)
-        if where.shape != tokens.shape:
-            raise ValueError(f"where must have the shape of tokens {tuple(tokens.shape)}, got {tuple(where.shape)}")
+        check_where(tokens, where)
+        return self.head(self._features(tokens, None, condition)[where])
+
+    def _features(self, tokens: Tensor, attn_mask: Tensor | None, condition: Tensor | None) -> Tensor:
+        """The head's inputs [B, T, d_hidden] for a whole sequence read from the initial state."""
+        self._check(tokens, attn_mask, condition)
         state = self._initial_state(condition, tokens.shape[0], tokens.device, self.tok_emb.weight.dtype)
         hidden, _ = self._run(tokens, state, condition)
-        return self.head(hidden[where])
+        return hidden
 
     def new_cache(self, batch_size: int, max_len: int, *, device: Any = None, dtype: Any = None) -> LSTMState:
         """An empty :class:`LSTMState` for ``batch_size`` rows and up to ``max_len`` tokens (``device``/``dtype``

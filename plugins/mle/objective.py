@@ -8,7 +8,6 @@ EOS: its length is known). Sampling is ancestral with a KV cache.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from anyorder.errors import ConfigError
@@ -69,11 +68,8 @@ class MLE(Objective):
             targets = tokens
             mask = positions[None, :d] < lengths[:, None]
             inputs = torch.cat([bos, tokens[:, :-1]], dim=1)
-        # Inputs past a sequence's end are padding; causality keeps them from influencing the kept positions, and
-        # the output layer runs at the kept positions only.
-        logits = self.network.logits_at(inputs, mask)
-        nll = F.cross_entropy(logits.float(), targets[mask], reduction="none")
-        return torch.zeros(mask.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll), mask
+        # Inputs past a sequence's end are padding; causality keeps them from influencing the kept positions.
+        return self.network.token_nll(inputs, targets, mask), mask
 
     def loss(self, batch: dict[str, Tensor], ctx: StepContext) -> LossOutput:
         nll, mask = self._token_nll(batch)

@@ -22,7 +22,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anyorder.errors import ConfigError
@@ -153,10 +152,7 @@ class SentenceVAE(Objective):
         padded = torch.cat([tokens, torch.zeros_like(bos)], dim=1)
         targets = torch.where(positions[None] == lengths[:, None], self.eos_id, padded)
         mask = positions[None] <= lengths[:, None]
-        # The output layer runs at the predicted positions only: padding is half of a random PTB batch.
-        logits = self.network.logits_at(inputs, mask, condition=self._condition(z.to(self.network_dtype())))
-        nll = F.cross_entropy(logits.float(), targets[mask], reduction="none")
-        return torch.zeros(mask.shape, dtype=nll.dtype, device=nll.device).masked_scatter(mask, nll).sum(1)
+        return self.network.token_nll(inputs, targets, mask, condition=self._condition(z.to(self.network_dtype()))).sum(1)
 
     def network_dtype(self) -> torch.dtype:
         for p in self.network.parameters():
