@@ -163,7 +163,6 @@ class RunModule(L.LightningModule):
         self._evaluation: dict[str, _EvalState] = {}  # a dict, not an attribute: its metrics are no submodules
         self._sample_metrics: list[SampleMetric] | None = None
         self._last_loss: tuple[Tensor, dict[str, Tensor]] = (torch.zeros(()), {})
-        self._pending_state: Any = None
         self.init_state: dict[str, Any] | None = None
         """A checkpoint whose weights the run starts from (``train.init_from``), applied when the model is built."""
 

@@ -55,13 +55,6 @@ def _patterns(base: int) -> tuple[re.Pattern[str], re.Pattern[str]]:
     return re.compile(question), re.compile(f"{question}({number})")
 
 
-def parse_number(text: str, base: int) -> int:
-    """The value of a number written in ``base`` (an optional ``-`` then at least one digit of the base)."""
-    if re.fullmatch(f"-?[{re.escape(digits_of(base))}]+", text) is None:
-        raise DataError(f"arithmetic: {text!r} is not a number in base {base} (digits {digits_of(base)!r})")
-    return int(text, base)
-
-
 def parse_question(question: str, base: int) -> tuple[int, str, int]:
     """``(a, op, b)`` of a question ``"a op b="`` in ``base`` (the trailing ``=`` is required)."""
     match = _patterns(base)[0].fullmatch(question)
